@@ -1,0 +1,27 @@
+# Two commands on a fresh machine: `make quickstart` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+# Another torch (e.g. a CUDA build on GPU machines): make setup TORCH_SPEC="torch==2.13.0 --index-url ..."
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.lmstack-installed
+
+.PHONY: setup quickstart test lint bench
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q $(TORCH_SPEC)
+	$(BIN)/pip install -q -e ".[dev]"
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+quickstart: setup
+	$(BIN)/lmstack quickstart
+
+test: setup
+	$(BIN)/python -m pytest -q -x --durations=15 tests
+
+lint: setup
+	$(BIN)/ruff check platform jobs serving tests benchmarks
