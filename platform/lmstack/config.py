@@ -1,0 +1,258 @@
+"""The recipe: one YAML file, one pydantic model per section, validated before any Ray work."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message is one line naming the file and the key."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class CleanConfig(Section):
+    nfkc: bool = True
+    strip_html: bool = False
+    normalize_whitespace: bool = True
+    min_chars: int = Field(1, ge=0)
+    max_chars: int | None = Field(None, gt=0)
+    # Gopher-style quality rules (Rae et al. 2021); None disables a rule.
+    max_symbol_word_ratio: float | None = Field(None, ge=0)
+    max_repeated_line_fraction: float | None = Field(None, ge=0, le=1)
+    min_mean_word_length: float | None = Field(None, ge=0)
+    max_mean_word_length: float | None = Field(None, gt=0)
+
+
+class DedupConfig(Section):
+    exact: bool = True
+    near: bool = False
+    threshold: float = Field(0.8, gt=0, le=1)
+    num_perm: int = Field(128, ge=8)
+    bands: int = Field(16, ge=1)
+    shingle: int = Field(5, ge=1)
+
+    @model_validator(mode="after")
+    def _bands_divide(self) -> DedupConfig:
+        if self.num_perm % self.bands:
+            raise ValueError(f"bands ({self.bands}) must divide num_perm ({self.num_perm})")
+        return self
+
+
+class DataConfig(Section):
+    paths: list[str] = Field(min_length=1)
+    format: Literal["auto", "text", "jsonl", "parquet", "csv", "arrow"] = "auto"
+    text_field: str = "text"
+    # For plain text: a document is a whole file, a paragraph (blank-line separated) or a line.
+    text_unit: Literal["file", "paragraph", "line"] = "file"
+    max_bytes_per_file: int | None = Field(None, gt=0)
+    max_files: int | None = Field(None, gt=0)
+    clean: CleanConfig = CleanConfig()
+    dedup: DedupConfig = DedupConfig()
+    val_fraction: float = Field(0.1, ge=0, lt=1)
+    # hash: whole documents go to train or val by a hash of their id.
+    # tail: the last val_fraction of each document's tokens is validation (nanoGPT's split).
+    split: Literal["hash", "tail"] = "hash"
+    block_size: int = Field(128, ge=2)
+    output: str | None = None  # default: <run_dir>/data
+
+
+class TokenizerConfig(Section):
+    kind: Literal["bpe", "char", "pretrained"] = "bpe"
+    vocab_size: int = Field(4096, ge=32)
+    path: str | None = None  # a local tokenizer directory when kind == pretrained
+    sample_bytes: int = Field(50_000_000, gt=0)  # text used to train the tokenizer
+
+    @model_validator(mode="after")
+    def _path_for_pretrained(self) -> TokenizerConfig:
+        if self.kind == "pretrained" and not self.path:
+            raise ValueError("path is required when kind is 'pretrained'")
+        return self
+
+
+class ModelConfig(Section):
+    family: Literal["gpt2", "llama"] = "gpt2"
+    path: str | None = None  # a local HF model directory; overrides the shape fields
+    n_layer: int = Field(4, ge=1)
+    n_head: int = Field(4, ge=1)
+    n_embd: int = Field(128, ge=8)
+    n_kv_head: int | None = Field(None, ge=1)
+    intermediate_size: int | None = Field(None, ge=8)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    tie_embeddings: bool = True
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> ModelConfig:
+        if self.n_embd % self.n_head:
+            raise ValueError(f"n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
+        return self
+
+
+class EarlyStopping(Section):
+    metric: str = "val_loss"
+    patience: int = Field(3, ge=1)
+    min_delta: float = Field(0.0, ge=0)
+
+
+class TrainConfig(Section):
+    num_workers: int = Field(1, ge=1)
+    use_gpu: bool = False
+    threads_per_worker: int | None = Field(None, ge=1)
+    seed: int = 1337
+    batch_size: int = Field(12, ge=1)  # per worker, per micro-step
+    grad_accum: int = Field(1, ge=1)
+    max_steps: int = Field(2000, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    min_lr: float = Field(1e-4, ge=0)
+    warmup_steps: int = Field(100, ge=0)
+    weight_decay: float = Field(0.1, ge=0)
+    beta1: float = Field(0.9, gt=0, lt=1)
+    beta2: float = Field(0.99, gt=0, lt=1)
+    grad_clip: float | None = Field(1.0, gt=0)
+    eval_every: int = Field(250, ge=1)
+    eval_batches: int | None = Field(200, ge=1)
+    log_every: int = Field(50, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)  # default: eval_every
+    keep_checkpoints: int = Field(2, ge=1)
+    max_failures: int = Field(2, ge=0)
+    early_stopping: EarlyStopping | None = None
+
+    @model_validator(mode="after")
+    def _lr_order(self) -> TrainConfig:
+        if self.min_lr > self.lr:
+            raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        return self
+
+
+class GenerateConfig(Section):
+    prompt: str = "\n"
+    max_new_tokens: int = Field(200, ge=1)
+    temperature: float = Field(0.8, gt=0)
+    top_k: int | None = Field(50, ge=1)
+
+
+class Recipe(Section):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    task: Literal["lm"] = "lm"
+    run_dir: str | None = None  # default: runs/<name>
+    data: DataConfig
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    generate: GenerateConfig = GenerateConfig()
+
+    def resolved_run_dir(self) -> str:
+        return self.run_dir or os.path.join("runs", self.name)
+
+    def data_dir(self) -> str:
+        return self.data.output or _join(self.resolved_run_dir(), "data")
+
+    def fingerprint(self, *sections: str) -> str:
+        """A stable hash of the named sections (all of them when none are named)."""
+        dumped = self.model_dump(mode="json")
+        if sections:
+            dumped = {k: dumped[k] for k in sections}
+        blob = json.dumps(dumped, sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _join(base: str, *parts: str) -> str:
+    return "/".join([base.rstrip("/"), *parts])
+
+
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_env(text: str, source: str = "<recipe>") -> str:
+    """Replace ${VAR} and ${VAR:-default}; an unset VAR without a default is an error naming it."""
+
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        value = os.environ.get(name)
+        if value is None:
+            if default is None:
+                line = text.count("\n", 0, match.start()) + 1
+                raise RecipeError(f"{source}:{line}: environment variable {name} is not set")
+            return default
+        return value
+
+    return _ENV_REF.sub(sub, text)
+
+
+def _parse_override(item: str) -> tuple[list[str], Any]:
+    if "=" not in item:
+        raise RecipeError(f"override {item!r}: expected key=value, e.g. train.lr=3e-4")
+    key, raw = item.split("=", 1)
+    keys = key.strip().split(".")
+    if not all(keys):
+        raise RecipeError(f"override {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return keys, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for item in overrides:
+        keys, value = _parse_override(item)
+        node = raw
+        for k in keys[:-1]:
+            child = node.get(k)
+            if child is None:
+                child = node[k] = {}
+            if not isinstance(child, dict):
+                raise RecipeError(f"override {item!r}: {k} is not a section")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "<root>"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown key"
+    extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    return f"{source}: {key}: {msg}{extra}"
+
+
+def validate_recipe(raw: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise RecipeError(format_validation_error(err, source)) from None
+
+
+def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None) -> Recipe:
+    """Read, expand ${VAR}s, apply `a.b=value` overrides and validate. Errors name file and key."""
+    source = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as err:
+        raise RecipeError(f"{source}: cannot read recipe: {err.strerror}") from None
+    try:
+        raw = yaml.safe_load(expand_env(text, source)) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise RecipeError(f"{source}{where}: not valid YAML: {getattr(err, 'problem', err)}") from None
+    if not isinstance(raw, dict):
+        raise RecipeError(f"{source}: a recipe is a mapping of sections")
+    raw.setdefault("name", Path(path).stem)
+    return validate_recipe(apply_overrides(raw, overrides or []), source)
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False)

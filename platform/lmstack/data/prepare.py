@@ -1,0 +1,170 @@
+"""`lmstack prepare`: read → clean → dedup → tokenizer → tokenize/pack → Parquet shards + manifest.
+
+The output directory holds train/ and val/ Parquet shards (column `input_ids`), tokenizer/,
+rejects/ (JSON lines: source, line, reason, raw text) and manifest.json with every count.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections import Counter
+from typing import Any
+
+from lmstack import runtime
+from lmstack.config import Recipe
+from lmstack.data.clean import RULES, clean_batch
+from lmstack.data.dedup import exact_duplicate_ids, near_duplicate_ids
+from lmstack.data.pack import TokenizePack
+from lmstack.data.read import DataSourceError, read_documents
+from lmstack.data.tokenizer import build_tokenizer
+
+# Row filters here are cheap lambdas on materialized data; Ray suggests expressions instead.
+warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
+
+_STAT_KEYS = [f"{s}_{k}" for s in ("train", "val") for k in ("tokens", "bytes", "leftover")]
+
+
+def _counts(ds, column: str) -> Counter:
+    """Value counts of a column, computed by Ray Data (only the small table reaches the driver)."""
+    counts: Counter = Counter()
+    for row in ds.groupby(column).count().iter_rows():
+        counts[row[column]] += row["count()"]
+    return counts
+
+
+def _reason_kind(reason: str) -> str:
+    return reason.split(" (")[0].split(":")[0].split(" at ")[0]
+
+
+def _sample_texts(ds, max_bytes: int):
+    seen = 0
+    for batch in ds.select_columns(["text"]).iter_batches(batch_size=256, batch_format="numpy"):
+        for text in batch["text"]:
+            yield text
+            seen += len(text)
+            if seen >= max_bytes:
+                return
+
+
+def _alphabet(ds) -> str:
+    def chars(batch: dict[str, Any]) -> dict[str, Any]:
+        return {"chars": ["".join(sorted(set("".join(batch["text"]))))]}
+
+    found: set[str] = set()
+    for row in ds.map_batches(chars).iter_rows():
+        found.update(row["chars"])
+    return "".join(sorted(found))
+
+
+def prepare(recipe: Recipe, log=print) -> dict[str, Any]:
+    """Run the data stages for `recipe`; returns (and writes) the manifest."""
+    started = time.time()
+    cfg = recipe.data
+    out = recipe.data_dir()
+    for stale in ("train", "val", "rejects"):  # a re-run replaces, never mixes, outputs
+        runtime.remove_dir(runtime.join(out, stale))
+    runtime.makedirs(out)
+
+    docs = read_documents(
+        cfg.paths, cfg.format, cfg.text_field, cfg.text_unit, cfg.max_bytes_per_file, cfg.max_files
+    ).materialize()
+    rejects = docs.filter(lambda r: r["reject"] is not None)
+    n_rejected = rejects.count()
+    if n_rejected:
+        rejects.select_columns(["source", "line", "reject", "nbytes", "raw"]).write_json(
+            runtime.join(out, "rejects")
+        )
+    reject_kinds: Counter = Counter()
+    for reason, count in (_counts(rejects, "reject") if n_rejected else {}).items():
+        reject_kinds[_reason_kind(reason)] += count
+    good = docs.filter(lambda r: r["reject"] is None).drop_columns(["reject", "raw"])
+    n_read = docs.count()
+    log(f"read {n_read} documents, {n_rejected} set aside in rejects/")
+
+    cleaned = good.map_batches(clean_batch, fn_kwargs={"cfg": cfg.clean}, batch_format="numpy").materialize()
+    dropped = _counts(cleaned.filter(lambda r: r["dropped"] is not None), "dropped")
+    kept = cleaned.filter(lambda r: r["dropped"] is None).drop_columns(["dropped"]).materialize()
+    n_clean = kept.count()
+    log(f"cleaning kept {n_clean}, dropped {sum(dropped.values())} ({dict(dropped)})")
+
+    exact_ids: set[int] = exact_duplicate_ids(kept) if cfg.dedup.exact else set()
+    if exact_ids:
+        kept = kept.filter(lambda r: r["doc_id"] not in exact_ids).materialize()
+    near_ids: set[int] = near_duplicate_ids(kept, cfg.dedup) if cfg.dedup.near else set()
+    if near_ids:
+        kept = kept.filter(lambda r: r["doc_id"] not in near_ids).materialize()
+    n_kept = n_clean - len(exact_ids) - len(near_ids)
+    log(f"dedup removed {len(exact_ids)} exact and {len(near_ids)} near duplicates; {n_kept} kept")
+    if n_kept == 0:
+        raise DataSourceError(f"data.paths: no document survived reading and cleaning (see {out}/manifest.json)")
+
+    tok_dir = runtime.join(out, "tokenizer")
+    alphabet = _alphabet(kept) if recipe.tokenizer.kind == "char" else None
+    texts = _sample_texts(kept, recipe.tokenizer.sample_bytes) if alphabet is None else iter(())
+    tokenizer = build_tokenizer(recipe.tokenizer, texts, alphabet)
+    tokenizer.save_pretrained(tok_dir)
+    log(f"tokenizer ({recipe.tokenizer.kind}, vocab {len(tokenizer)}) saved to {tok_dir}")
+
+    workers = max(1, min(4, int(_cpus())))
+    packed = kept.map_batches(
+        TokenizePack,
+        fn_constructor_args=(tok_dir, cfg.block_size, cfg.val_fraction, cfg.split),
+        batch_size=512,
+        batch_format="numpy",
+        compute=_actor_pool(workers),
+    ).materialize()
+    stats = {k: int(v) for k, v in zip(_STAT_KEYS, _sums(packed), strict=True)}
+    for split in ("train", "val"):
+        blocks = packed.filter(lambda r, s=split: r["split"] == s).select_columns(["input_ids"])
+        blocks.write_parquet(runtime.join(out, split))
+    blocks_by_split = _counts(packed, "split")
+
+    manifest = {
+        "recipe": recipe.name,
+        "recipe_hash": recipe.fingerprint("data", "tokenizer"),
+        "inputs": cfg.paths,
+        "documents": {
+            "read": n_read,
+            "rejected": n_rejected,
+            "rejected_by_reason": dict(reject_kinds),
+            "dropped_by_rule": {rule: dropped.get(rule, 0) for rule in RULES},
+            "duplicates_exact": len(exact_ids),
+            "duplicates_near": len(near_ids),
+            "kept": n_kept,
+        },
+        "tokenizer": {"kind": recipe.tokenizer.kind, "dir": tok_dir, "vocab_size": len(tokenizer)},
+        "eos_id": tokenizer.eos_token_id,
+        "block_size": cfg.block_size,
+        "tokens": {"train": stats["train_tokens"], "val": stats["val_tokens"]},
+        "tokens_not_in_blocks": {"train": stats["train_leftover"], "val": stats["val_leftover"]},
+        "bytes": {"train": stats["train_bytes"], "val": stats["val_bytes"]},
+        "bytes_per_token_val": stats["val_bytes"] / max(stats["val_tokens"], 1),
+        "blocks": {"train": blocks_by_split.get("train", 0), "val": blocks_by_split.get("val", 0)},
+        "split": {"method": cfg.split, "val_fraction": cfg.val_fraction},
+        "wall_time_s": round(time.time() - started, 2),
+    }
+    runtime.write_json(runtime.join(out, "manifest.json"), manifest)
+    log(
+        f"{manifest['tokens']['train']:,} train / {manifest['tokens']['val']:,} val tokens in "
+        f"{manifest['blocks']['train']:,} / {manifest['blocks']['val']:,} blocks of {cfg.block_size}"
+    )
+    return manifest
+
+
+def _sums(ds) -> list[float]:
+    result = ds.sum(_STAT_KEYS)
+    return [result[f"sum({k})"] for k in _STAT_KEYS]
+
+
+def _cpus() -> float:
+    import ray
+
+    return ray.cluster_resources().get("CPU", 1)
+
+
+def _actor_pool(size: int):
+    import ray.data
+
+    return ray.data.ActorPoolStrategy(min_size=1, max_size=size)
+

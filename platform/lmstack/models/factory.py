@@ -1,0 +1,63 @@
+"""Decoder-only language models from transformers configs, or from a local HF model directory."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig
+
+from lmstack.config import ModelConfig
+
+
+def causal_lm_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> PretrainedConfig:
+    if cfg.family == "gpt2":
+        return GPT2Config(
+            vocab_size=vocab_size,
+            n_positions=context,
+            n_embd=cfg.n_embd,
+            n_layer=cfg.n_layer,
+            n_head=cfg.n_head,
+            n_inner=cfg.intermediate_size,
+            resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout,
+            attn_pdrop=cfg.dropout,
+            bos_token_id=eos_id,
+            eos_token_id=eos_id,
+            pad_token_id=eos_id,
+            tie_word_embeddings=cfg.tie_embeddings,
+        )
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        max_position_embeddings=context,
+        hidden_size=cfg.n_embd,
+        intermediate_size=cfg.intermediate_size or 4 * cfg.n_embd,
+        num_hidden_layers=cfg.n_layer,
+        num_attention_heads=cfg.n_head,
+        num_key_value_heads=cfg.n_kv_head or cfg.n_head,
+        attention_dropout=cfg.dropout,
+        bos_token_id=eos_id,
+        eos_token_id=eos_id,
+        pad_token_id=eos_id,
+        tie_word_embeddings=cfg.tie_embeddings,
+    )
+
+
+def load_causal_lm(path: str, **kwargs) -> torch.nn.Module:
+    if not os.path.isdir(path):
+        raise FileNotFoundError(f"model directory {path!r} does not exist")
+    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+
+
+def build_causal_lm(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> torch.nn.Module:
+    """A fresh model from the recipe's shape, or the local model at `cfg.path`."""
+    if cfg.path:
+        model = load_causal_lm(cfg.path)
+        if model.get_input_embeddings().num_embeddings < vocab_size:
+            model.resize_token_embeddings(vocab_size)
+        return model
+    return AutoModelForCausalLM.from_config(causal_lm_config(cfg, vocab_size, context, eos_id))
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

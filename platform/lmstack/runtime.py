@@ -1,0 +1,116 @@
+"""The Ray connection and storage: the only module that calls ray.init.
+
+Paths may be local or URIs (s3://, gs://, file://); everything goes through pyarrow.fs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import pyarrow.fs as pafs
+
+# Defaults that make a local cluster quiet and Ray Train's report() cheap (RAY_NOTES.md).
+_RAY_ENV_DEFAULTS = {
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+    "RAY_DEDUP_LOGS": "1",
+    "TOKENIZERS_PARALLELISM": "false",
+}
+
+
+def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
+    """Connect to `address` (or RAY_ADDRESS); otherwise start an embedded local cluster."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    for key, value in _RAY_ENV_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    address = address or os.environ.get("RAY_ADDRESS")
+    kwargs: dict[str, Any] = {"log_to_driver": not quiet or bool(os.environ.get("LMSTACK_VERBOSE"))}
+    # Workers import lmstack from the driver's environment; on a remote cluster the job's
+    # working_dir/runtime_env provides it.
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+    _quiet_data_progress()
+
+
+def _quiet_data_progress() -> None:
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = os.environ.get("LMSTACK_PROGRESS", "1") != "0"
+    ctx.execution_options.preserve_order = True  # deterministic outputs for a given input
+
+
+def is_uri(path: str) -> bool:
+    return "://" in path
+
+
+def filesystem(path: str) -> tuple[pafs.FileSystem, str]:
+    """(filesystem, path inside it) for a local path or a URI."""
+    if is_uri(path):
+        return pafs.FileSystem.from_uri(path)
+    return pafs.LocalFileSystem(), os.path.abspath(path)
+
+
+def join(base: str, *parts: str) -> str:
+    if is_uri(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return os.path.join(base, *parts)
+
+
+def makedirs(path: str) -> None:
+    fs, p = filesystem(path)
+    fs.create_dir(p, recursive=True)
+
+
+def remove_dir(path: str) -> None:
+    fs, p = filesystem(path)
+    if fs.get_file_info(p).type == pafs.FileType.Directory:
+        fs.delete_dir(p)
+
+
+def exists(path: str) -> bool:
+    fs, p = filesystem(path)
+    return fs.get_file_info(p).type != pafs.FileType.NotFound
+
+
+def write_text(path: str, text: str) -> None:
+    """Write atomically where the filesystem allows it (local: temp file + rename)."""
+    fs, p = filesystem(path)
+    fs.create_dir(os.path.dirname(p), recursive=True)
+    if isinstance(fs, pafs.LocalFileSystem):
+        tmp = f"{p}.tmp-{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, p)
+        return
+    with fs.open_output_stream(p) as f:  # object stores publish on close
+        f.write(text.encode("utf-8"))
+
+
+def read_text(path: str) -> str:
+    fs, p = filesystem(path)
+    with fs.open_input_stream(p) as f:
+        return f.read().decode("utf-8")
+
+
+def write_json(path: str, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_json(path: str) -> Any:
+    return json.loads(read_text(path))
+
+
+def write_summary(run_dir: str, verb: str, figures: dict[str, Any], started: float) -> dict[str, Any]:
+    """Every verb that produces something ends with DIR/summary.json."""
+    summary = {"verb": verb, **figures, "wall_time_s": round(time.time() - started, 2)}
+    write_json(join(run_dir, "summary.json"), summary)
+    return summary

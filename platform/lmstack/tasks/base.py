@@ -1,0 +1,25 @@
+"""What the generic train loop needs from a task."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from lmstack.config import Recipe
+
+
+class Task(Protocol):
+    name: str
+
+    def datasets(self, recipe: Recipe) -> dict[str, Any]:
+        """Ray Datasets by split ("train", "val") read from the prepared data."""
+
+    def build_model(self, recipe: Recipe, info: dict[str, Any]) -> torch.nn.Module:
+        """The model to train; `info` is the prepared data's manifest."""
+
+    def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        """Mean loss over the batch and the number of items it averages over."""
+
+    def metrics(self, loss_sum: float, count: int, info: dict[str, Any]) -> dict[str, float]:
+        """Validation figures from the summed loss."""

@@ -1,0 +1,64 @@
+"""Checkpoints: the model as a transformers directory plus everything needed to resume exactly.
+
+Written to a local temporary directory on rank 0 and handed to ray.train.report, which copies it
+to storage and only then records it, so a checkpoint is either complete or absent.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+MODEL_DIR = "model"
+STATE_FILE = "train_state.pt"
+
+
+@dataclass
+class Progress:
+    step: int = 0
+    epoch: int = 0
+    batches_in_epoch: int = 0  # data position: batches of this epoch already consumed
+    best_metric: float | None = None
+    evals_without_improvement: int = 0
+    tokens_seen: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def rng_state() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+
+
+def save(path: str, model: torch.nn.Module, optimizer, scheduler, progress: Progress) -> None:
+    model.save_pretrained(os.path.join(path, MODEL_DIR), safe_serialization=True)
+    state = {
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "progress": asdict(progress),
+        "rng": rng_state(),
+    }
+    torch.save(state, os.path.join(path, STATE_FILE))
+
+
+def load(path: str, model: torch.nn.Module, optimizer, scheduler) -> Progress:
+    from safetensors.torch import load_file
+
+    weights = load_file(os.path.join(path, MODEL_DIR, "model.safetensors"))
+    model.load_state_dict(weights, strict=False)  # tied weights are stored once
+    if hasattr(model, "tie_weights"):
+        model.tie_weights()
+    state = torch.load(os.path.join(path, STATE_FILE), weights_only=False)
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    set_rng_state(state["rng"])
+    return Progress(**state["progress"])

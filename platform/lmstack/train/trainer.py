@@ -1,0 +1,127 @@
+"""`lmstack train`: TorchTrainer over the prepared shards, resume, export, summary."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from lmstack import runtime
+from lmstack.config import Recipe
+from lmstack.tasks import get_task
+from lmstack.train.checkpoint import MODEL_DIR
+from lmstack.train.loop import train_loop_per_worker
+
+MODEL_MANIFEST = "lmstack_model.json"
+
+
+def storage_path(recipe: Recipe) -> str:
+    run_dir = recipe.resolved_run_dir()
+    return run_dir if runtime.is_uri(run_dir) else os.path.abspath(run_dir)
+
+
+def load_data_info(recipe: Recipe) -> dict[str, Any]:
+    path = runtime.join(recipe.data_dir(), "manifest.json")
+    if not runtime.exists(path):
+        raise FileNotFoundError(f"{path} not found: run `lmstack prepare` for recipe {recipe.name!r} first")
+    return runtime.read_json(path)
+
+
+def build_trainer(recipe: Recipe, info: dict[str, Any], run_name: str = "train", callbacks=None):
+    """The TorchTrainer for `recipe` (also used by the tuner, which adds callbacks)."""
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    cfg = recipe.train
+    run_dir = storage_path(recipe)
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"recipe": recipe.model_dump(mode="json"), "data_info": info, "run_dir": run_dir},
+        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=run_dir,
+            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            failure_config=FailureConfig(max_failures=cfg.max_failures),
+            callbacks=callbacks,
+        ),
+        datasets=get_task(recipe.task).datasets(recipe),
+    )
+
+
+def export_model(checkpoint_dir: str, tokenizer_dir: str, dest: str, lineage: dict[str, Any]) -> str:
+    """Copy the checkpoint's model and the tokenizer into one transformers directory."""
+    fs, dest_path = runtime.filesystem(dest)
+    if runtime.is_uri(dest):
+        with tempfile.TemporaryDirectory() as tmp:
+            staged = os.path.join(tmp, "model")
+            _assemble(checkpoint_dir, tokenizer_dir, lineage, staged)
+            pafs.copy_files(staged, dest_path, destination_filesystem=fs)
+        return dest
+    tmp = dest_path + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    _assemble(checkpoint_dir, tokenizer_dir, lineage, tmp)
+    shutil.rmtree(dest_path, ignore_errors=True)
+    os.replace(tmp, dest_path)  # readers never see a half-written model directory
+    return dest_path
+
+
+def _assemble(checkpoint_dir: str, tokenizer_dir: str, lineage: dict[str, Any], out: str) -> None:
+    from lmstack.data.tokenizer import load_tokenizer
+
+    shutil.copytree(os.path.join(checkpoint_dir, MODEL_DIR), out)
+    with tempfile.TemporaryDirectory() as tmp:
+        local_tok = tokenizer_dir
+        if runtime.is_uri(tokenizer_dir):
+            fs, p = runtime.filesystem(tokenizer_dir)
+            pafs.copy_files(p, tmp, source_filesystem=fs)
+            local_tok = tmp
+        load_tokenizer(local_tok).save_pretrained(out)
+    runtime.write_json(os.path.join(out, MODEL_MANIFEST), lineage)
+
+
+def train(recipe: Recipe, log=print) -> dict[str, Any]:
+    """Train (or resume) `recipe`; export the best kept checkpoint; write summary.json."""
+    started = time.time()
+    info = load_data_info(recipe)
+    run_dir = storage_path(recipe)
+    runtime.makedirs(run_dir)
+    if info.get("recipe_hash") != recipe.fingerprint("data", "tokenizer"):
+        log("note: the prepared data was made from a different data/tokenizer section than this recipe's")
+    trainer = build_trainer(recipe, info)
+    result = trainer.fit()
+    if result.error:
+        raise result.error
+    best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
+    if best is None:
+        raise RuntimeError(f"training of {recipe.name!r} produced no checkpoint")
+    metrics = result.metrics or {}
+    best_metrics = next((m for c, m in result.best_checkpoints if c.path == best.path), metrics)
+    model_dir = runtime.join(run_dir, "model")
+    lineage = {
+        "task": recipe.task,
+        "recipe": recipe.model_dump(mode="json"),
+        "recipe_hash": recipe.fingerprint(),
+        "data_manifest": runtime.join(recipe.data_dir(), "manifest.json"),
+        "data_recipe_hash": info.get("recipe_hash"),
+        "checkpoint": best.path,
+        "metrics": best_metrics,
+    }
+    with best.as_directory() as path:
+        export_model(path, info["tokenizer"]["dir"], model_dir, lineage)
+    figures = {
+        "val_loss": best_metrics.get("val_loss"),
+        "val_ppl": best_metrics.get("val_ppl"),
+        "val_bpb": best_metrics.get("val_bpb"),
+        "steps": metrics.get("step"),
+        "best_step": best_metrics.get("step"),
+        "model_dir": model_dir,
+        "checkpoint": best.path,
+    }
+    summary = runtime.write_summary(run_dir, "train", figures, started)
+    log(f"trained {recipe.name}: val_loss {figures['val_loss']:.4f}, bpb {figures['val_bpb']:.3f}; model in {model_dir}")
+    return summary
