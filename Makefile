@@ -21,7 +21,7 @@ quickstart: setup
 	$(BIN)/lmstack quickstart
 
 test: setup
-	$(BIN)/python -m pytest -q -x --durations=15 tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 lint: setup
 	$(BIN)/ruff check platform jobs serving tests benchmarks

@@ -21,7 +21,7 @@ _RAY_ENV_DEFAULTS = {
 }
 
 
-def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool = True) -> None:
+def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     """Connect to `address` (or RAY_ADDRESS); otherwise start an embedded local cluster."""
     import ray
 
@@ -30,22 +30,26 @@ def connect(address: str | None = None, num_cpus: int | None = None, quiet: bool
     for key, value in _RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
     address = address or os.environ.get("RAY_ADDRESS")
-    kwargs: dict[str, Any] = {"log_to_driver": not quiet or bool(os.environ.get("LMSTACK_VERBOSE"))}
+    kwargs: dict[str, Any] = {}
     # Workers import lmstack from the driver's environment; on a remote cluster the job's
     # working_dir/runtime_env provides it.
     if address:
         ray.init(address=address, **kwargs)
     else:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
-    _quiet_data_progress()
+    _configure_data()
 
 
-def _quiet_data_progress() -> None:
+def _configure_data() -> None:
+    import ray
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = os.environ.get("LMSTACK_PROGRESS", "1") != "0"
     ctx.execution_options.preserve_order = True  # deterministic outputs for a given input
+    # Ray's default of 200 shuffle partitions costs seconds per groupby on a small cluster.
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    ctx.default_hash_shuffle_parallelism = min(200, max(4, 4 * cpus))
 
 
 def is_uri(path: str) -> bool:

@@ -118,7 +118,9 @@ def prepare(recipe: Recipe, log=print) -> dict[str, Any]:
     for split in ("train", "val"):
         blocks = packed.filter(lambda r, s=split: r["split"] == s).select_columns(["input_ids"])
         blocks.write_parquet(runtime.join(out, split))
-    blocks_by_split = _counts(packed, "split")
+    blocks_by_split = {
+        split: (stats[f"{split}_tokens"] - stats[f"{split}_leftover"]) // cfg.block_size for split in ("train", "val")
+    }
 
     manifest = {
         "recipe": recipe.name,

@@ -102,7 +102,7 @@ def _row(source: str, line: int, text: str | None, nbytes: int, reject: str | No
 
 def _read_bytes(path: str, limit: int | None) -> bytes:
     fs, p = filesystem(path)
-    with fs.open_input_stream(p) as f:
+    with fs.open_input_stream(p, compression=None) as f:  # decompressed here, with a clear error
         data = f.read()
     if path.endswith(".gz"):
         data = gzip.decompress(data)
