@@ -8,6 +8,10 @@ from lmstack.data.prepare import prepare
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
+def blocks(path):
+    return [list(map(int, b)) for b in pq.read_table(path).column("input_ids").to_pylist()]
+
+
 def test_prepare_end_to_end_accounts_for_every_document(tmp_path):
     data = make_corpus(tmp_path / "corpus")
     with open(data / "docs.jsonl", "a") as f:
@@ -33,14 +37,13 @@ def test_prepare_end_to_end_accounts_for_every_document(tmp_path):
     assert sorted(r["line"] for r in rejects) == [61, 62]
     assert all(r["source"].endswith("docs.jsonl") for r in rejects)
 
-    train = pq.read_table(out / "train").column("input_ids").to_pylist()
-    val = pq.read_table(out / "val").column("input_ids").to_pylist()
+    train, val = blocks(out / "train"), blocks(out / "val")
     assert len(train) == m["blocks"]["train"] > 0 and len(val) == m["blocks"]["val"] > 0
     assert all(len(b) == 32 for b in train + val)
     assert m["tokens"]["train"] == 32 * len(train) + m["tokens_not_in_blocks"]["train"]
     # Deterministic: preparing again gives identical shards.
     prepare(recipe, log=lambda *_: None)
-    assert pq.read_table(out / "train").column("input_ids").to_pylist() == train
+    assert blocks(out / "train") == train
 
 
 def test_shakespeare_char_data_matches_nanogpt_split(tmp_path, shared_data):

@@ -49,7 +49,7 @@ def test_train_export_resume_and_generate(prepared, tmp_path):
     assert {"val_loss", "val_ppl", "val_bpb", "steps", "model_dir", "wall_time_s"} <= set(summary)
     rows = metrics_rows(recipe.run_dir)
     assert [r["step"] for r in rows if "val_loss" in r] == [10, 20]
-    ckpts = sorted(p for p in os.listdir(tmp_path / "run" / "train") if p.startswith("checkpoint"))
+    ckpts = sorted(p for p in os.listdir(tmp_path / "run" / "train") if p.startswith("checkpoint_2"))
     assert len(ckpts) == 2
 
     # Plain transformers loads the export and generates.
@@ -57,7 +57,7 @@ def test_train_export_resume_and_generate(prepared, tmp_path):
     tok = AutoTokenizer.from_pretrained(summary["model_dir"], local_files_only=True)
     assert model.config.model_type == "gpt2" and tok.eos_token == "<|endoftext|>"
     text = generate(summary["model_dir"], "the ", max_new_tokens=50, seed=0)
-    assert len(text) == 50
+    assert 0 < len(text) <= 50  # one character per token; EOS samples decode to nothing
 
     # Same run directory, more steps: resumes from step 20 instead of starting again.
     recipe.train.max_steps = 30
@@ -67,19 +67,26 @@ def test_train_export_resume_and_generate(prepared, tmp_path):
     assert steps == [10, 20, 30]
 
 
-def _kill_a_worker_when(run_dir, step):
-    """Kill one Ray Train worker process once metrics.jsonl shows `step`; returns its pid."""
-    from ray.util.state import list_actors
+class WorkerKiller(threading.Thread):
+    """kill -9 one Ray Train worker once metrics.jsonl shows `step`."""
 
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        if any(r.get("step", 0) >= step for r in metrics_rows(run_dir)):
-            workers = list_actors(filters=[("class_name", "=", "RayTrainWorker"), ("state", "=", "ALIVE")])
-            if workers:
-                os.kill(workers[-1]["pid"], signal.SIGKILL)
-                return workers[-1]["pid"]
-        time.sleep(0.05)
-    raise AssertionError("training never reached the step to interrupt")
+    def __init__(self, run_dir, step):
+        super().__init__(daemon=True)
+        self.run_dir, self.step, self.killed = run_dir, step, None
+
+    def run(self):
+        # The GCS actor table; ray.util.state would need the dashboard, which tests do not start.
+        from ray._private.state import actors
+
+        deadline = time.time() + 300
+        while time.time() < deadline and self.killed is None:
+            if any(r.get("step", 0) >= self.step for r in metrics_rows(self.run_dir)):
+                alive = [a for a in actors().values()
+                         if a["ActorClassName"] == "RayTrainWorker" and a["State"] == "ALIVE"]
+                if alive:
+                    self.killed = alive[-1]["Pid"]
+                    os.kill(self.killed, signal.SIGKILL)
+            time.sleep(0.05)
 
 
 def test_interrupted_run_resumes_to_same_loss(prepared, tmp_path):
@@ -87,11 +94,14 @@ def test_interrupted_run_resumes_to_same_loss(prepared, tmp_path):
     straight = train(recipe_in(prepared, tmp_path / "straight", **steps), log=quiet)
 
     crashed = recipe_in(prepared, tmp_path / "crashed", max_failures=0, **steps)
-    killer = threading.Thread(target=_kill_a_worker_when, args=(crashed.run_dir, 10))
+    killer = WorkerKiller(crashed.run_dir, 10)
     killer.start()
     with pytest.raises(Exception):  # noqa: B017 - the worker crash surfaces as Ray's error type
         train(crashed, log=quiet)
     killer.join()
+    assert killer.killed
+    interrupted_at = max(r["step"] for r in metrics_rows(crashed.run_dir))
+    assert interrupted_at < 40
     resumed = train(crashed, log=quiet)
     assert resumed["steps"] == 40
     assert resumed["val_loss"] == pytest.approx(straight["val_loss"], rel=0.03)
@@ -99,8 +109,8 @@ def test_interrupted_run_resumes_to_same_loss(prepared, tmp_path):
 
 def test_killed_worker_is_replaced(prepared, tmp_path):
     recipe = recipe_in(prepared, tmp_path / "ft", max_steps=40, max_failures=2)
-    killer = threading.Thread(target=_kill_a_worker_when, args=(recipe.run_dir, 10))
+    killer = WorkerKiller(recipe.run_dir, 10)
     killer.start()
     summary = train(recipe, log=quiet)
     killer.join()
-    assert summary["steps"] == 40
+    assert killer.killed and summary["steps"] == 40

@@ -107,7 +107,8 @@ class EarlyStopping(Section):
 class TrainConfig(Section):
     num_workers: int = Field(1, ge=1)
     use_gpu: bool = False
-    threads_per_worker: int | None = Field(None, ge=1)
+    cpus_per_worker: float = Field(1.0, gt=0)  # reserved from Ray per worker
+    threads_per_worker: int | None = Field(None, ge=1)  # torch threads (default: cpus_per_worker)
     seed: int = 1337
     batch_size: int = Field(12, ge=1)  # per worker, per micro-step
     grad_accum: int = Field(1, ge=1)

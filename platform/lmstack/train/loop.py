@@ -75,7 +75,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     task = get_task(recipe.task)
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
-    torch.set_num_threads(cfg.threads_per_worker or 1)
+    torch.set_num_threads(cfg.threads_per_worker or max(1, int(cfg.cpus_per_worker)))
     _seed_everything(cfg.seed)  # same init on every rank; DDP also broadcasts rank 0's weights
 
     device = ray.train.torch.get_device()
@@ -171,7 +171,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 elapsed = time.perf_counter() - window_start
                 row.update(
                     step=step,
-                    train_loss=float(loss),
+                    train_loss=loss.item(),
                     lr=scheduler.get_last_lr()[0],
                     tokens_per_s=window_tokens / max(elapsed, 1e-9),
                 )

@@ -41,7 +41,11 @@ def build_trainer(recipe: Recipe, info: dict[str, Any], run_name: str = "train",
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"recipe": recipe.model_dump(mode="json"), "data_info": info, "run_dir": run_dir},
-        scaling_config=ScalingConfig(num_workers=cfg.num_workers, use_gpu=cfg.use_gpu),
+        scaling_config=ScalingConfig(
+            num_workers=cfg.num_workers,
+            use_gpu=cfg.use_gpu,
+            resources_per_worker={"CPU": cfg.cpus_per_worker, **({"GPU": 1} if cfg.use_gpu else {})},
+        ),
         run_config=RunConfig(
             name=run_name,
             storage_path=run_dir,
@@ -49,7 +53,9 @@ def build_trainer(recipe: Recipe, info: dict[str, Any], run_name: str = "train",
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks,
         ),
-        datasets=get_task(recipe.task).datasets(recipe),
+        # Read before the workers take their CPUs: on a small cluster, workers holding every CPU
+        # would leave none for Ray Data's read tasks and the run would wait forever.
+        datasets={k: ds.materialize() for k, ds in get_task(recipe.task).datasets(recipe).items()},
     )
 
 

@@ -1,0 +1,81 @@
+"""Core verbs: prepare, train, evaluate, generate, quickstart, config show."""
+
+from __future__ import annotations
+
+import argparse
+
+from lmstack.cli.common import add_verb, connect, print_json, recipe_from_args
+from lmstack.config import dump_recipe
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    import time
+
+    from lmstack import runtime
+    from lmstack.data.prepare import prepare
+
+    recipe = recipe_from_args(args)
+    connect(args)
+    started = time.time()
+    manifest = prepare(recipe)
+    figures = {"data_dir": recipe.data_dir(), **manifest["documents"], "tokens": manifest["tokens"],
+               "blocks": manifest["blocks"]}
+    print_json(runtime.write_summary(recipe.data_dir(), "prepare", figures, started))
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from lmstack.train.trainer import train
+
+    recipe = recipe_from_args(args)
+    connect(args)
+    print_json(train(recipe))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from lmstack.evaluate.lm import evaluate
+
+    recipe = recipe_from_args(args)
+    connect(args)
+    print_json(evaluate(recipe, model_dir=args.model, run_dir=args.run_dir and f"{args.run_dir}/evaluate",
+                    max_batches=args.max_batches))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    from lmstack.models.generate import generate
+
+    print(generate(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+
+
+def cmd_quickstart(args: argparse.Namespace) -> None:
+    from lmstack.quickstart import quickstart
+
+    connect(args)
+    quickstart(data=args.data, run_dir=args.run_dir, overrides=args.overrides)
+
+
+def cmd_config_show(args: argparse.Namespace) -> None:
+    print(dump_recipe(recipe_from_args(args)), end="")
+
+
+def register(verbs) -> None:
+    add_verb(verbs, "prepare", cmd_prepare, "read, clean, dedup, tokenize and pack the recipe's data")
+    add_verb(verbs, "train", cmd_train, "train (or resume) the recipe's model on Ray Train and export it")
+    p = add_verb(verbs, "evaluate", cmd_evaluate, "evaluate an exported model on the validation split")
+    p.add_argument("--model", help="model directory (default: <run dir>/model)")
+    p.add_argument("--max-batches", type=int)
+    p = add_verb(verbs, "generate", cmd_generate, "sample text from an exported model", recipe=False, cluster=False)
+    p.add_argument("model", help="exported model directory")
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--max-new-tokens", type=int, default=200)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--seed", type=int)
+    p = add_verb(verbs, "quickstart", cmd_quickstart, "raw text to generated text on the embedded cluster",
+                 recipe=False)
+    p.add_argument("--data", help="text to train on (default: the Python standard library's source)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
+    config = verbs.add_parser("config", help="recipe tools").add_subparsers(dest="config_verb", required=True)
+    show = config.add_parser("show", help="print the resolved recipe")
+    show.add_argument("recipe")
+    show.add_argument("overrides", nargs="*")
+    show.set_defaults(fn=cmd_config_show, run_dir=None)
