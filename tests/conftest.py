@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
+
 from lmstack.config import validate_recipe
 
 WORDS = (
@@ -51,6 +52,7 @@ def tiny_recipe(tmp: Path, data: Path, **train) -> object:
 def ray_cluster():
     """One embedded Ray cluster for the whole session, shut down through Ray's own call."""
     import ray
+
     from lmstack import runtime
 
     os.environ.setdefault("LMSTACK_PROGRESS", "0")

@@ -1,4 +1,5 @@
 import pytest
+
 from lmstack.config import CleanConfig
 from lmstack.data.clean import clean_text, drop_reason
 

@@ -1,4 +1,5 @@
 import pytest
+
 from lmstack.config import RecipeError, load_recipe
 
 BASE = """

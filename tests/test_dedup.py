@@ -1,6 +1,7 @@
 import random
 
 import pytest
+
 from lmstack.config import DedupConfig
 from lmstack.data.dedup import estimated_jaccard, exact_duplicate_ids, minhash, near_duplicate_ids, shingles
 

@@ -2,6 +2,7 @@ import json
 
 import pyarrow.parquet as pq
 import pytest
+
 from conftest import make_corpus, tiny_recipe
 from lmstack.data.prepare import prepare
 

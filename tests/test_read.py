@@ -4,6 +4,7 @@ import json
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from lmstack.data.read import DataSourceError, list_files, read_file
 
 

@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+
 from lmstack.data.pack import TokenizePack, in_validation, pack_ids
 from lmstack.data.tokenizer import char_tokenizer, load_tokenizer, train_bpe
 

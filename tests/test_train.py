@@ -7,11 +7,12 @@ import threading
 import time
 
 import pytest
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
 from conftest import make_corpus, tiny_recipe
 from lmstack.data.prepare import prepare
 from lmstack.models.generate import generate
 from lmstack.train.trainer import train
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 quiet = lambda *_: None  # noqa: E731
