@@ -11,6 +11,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import make_corpus, tiny_recipe
 from lmstack.data.prepare import prepare
+from lmstack.evaluate.lm import evaluate
 from lmstack.models.generate import generate
 from lmstack.train.trainer import train
 
@@ -66,6 +67,13 @@ def test_train_export_resume_and_generate(prepared, tmp_path):
     assert again["steps"] == 30
     steps = [r["step"] for r in metrics_rows(recipe.run_dir) if "val_loss" in r]
     assert steps == [10, 20, 30]
+    ckpts = [p for p in os.listdir(tmp_path / "run" / "train") if p.startswith("checkpoint_2")]
+    assert len(ckpts) == recipe.train.keep_checkpoints == 2
+
+    # `lmstack evaluate` on the export sees the same validation data as training did.
+    evaluated = evaluate(recipe, log=quiet)
+    assert evaluated["val_loss"] == pytest.approx(again["val_loss"], rel=0.1)
+    assert os.path.exists(tmp_path / "run" / "evaluate" / "metrics.json")
 
 
 class WorkerKiller(threading.Thread):
