@@ -80,9 +80,24 @@ def drop_reason(text: str, cfg: CleanConfig) -> str | None:
     return None
 
 
+def reject_kind(reason: str) -> str:
+    """The short class of a reject reason ("malformed JSON: ..." -> "malformed JSON")."""
+    return reason.split(" (")[0].split(":")[0].split(" at ")[0]
+
+
 def clean_batch(batch: dict[str, Any], cfg: CleanConfig) -> dict[str, Any]:
-    """map_batches body: cleans `text` and sets `dropped` to the failed rule (or None)."""
-    texts = [clean_text(t, cfg) for t in batch["text"]]
+    """map_batches body after reading: cleans `text` and sets `status` for every row to
+    "ok", "drop:<rule>" or "reject:<kind>", so one pass yields every count."""
+    texts, status = [], []
+    for text, reject in zip(batch["text"], batch["reject"], strict=True):
+        if isinstance(reject, str):  # an all-null column arrives as NaN floats, hence not `is None`
+            texts.append(None)
+            status.append(f"reject:{reject_kind(reject)}")
+            continue
+        text = clean_text(text, cfg)
+        texts.append(text)
+        rule = drop_reason(text, cfg)
+        status.append(f"drop:{rule}" if rule else "ok")
     batch["text"] = texts
-    batch["dropped"] = [drop_reason(t, cfg) for t in texts]
+    batch["status"] = status
     return batch

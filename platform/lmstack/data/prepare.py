@@ -33,10 +33,6 @@ def _counts(ds, column: str) -> Counter:
     return counts
 
 
-def _reason_kind(reason: str) -> str:
-    return reason.split(" (")[0].split(":")[0].split(" at ")[0]
-
-
 def _sample_texts(ds, max_bytes: int):
     seen = 0
     for batch in ds.select_columns(["text"]).iter_batches(batch_size=256, batch_format="numpy"):
@@ -66,27 +62,23 @@ def prepare(recipe: Recipe, log=print) -> dict[str, Any]:
         runtime.remove_dir(runtime.join(out, stale))
     runtime.makedirs(out)
 
-    docs = read_documents(
-        cfg.paths, cfg.format, cfg.text_field, cfg.text_unit, cfg.max_bytes_per_file, cfg.max_files
-    ).materialize()
-    rejects = docs.filter(lambda r: r["reject"] is not None)
-    n_rejected = rejects.count()
+    docs = (
+        read_documents(cfg.paths, cfg.format, cfg.text_field, cfg.text_unit, cfg.max_bytes_per_file, cfg.max_files)
+        .map_batches(clean_batch, fn_kwargs={"cfg": cfg.clean}, batch_format="numpy")
+        .materialize()
+    )
+    status = _counts(docs, "status")
+    n_read = sum(status.values())
+    reject_kinds = {k.split(":", 1)[1]: n for k, n in status.items() if k.startswith("reject:")}
+    dropped = {k.split(":", 1)[1]: n for k, n in status.items() if k.startswith("drop:")}
+    n_rejected = sum(reject_kinds.values())
     if n_rejected:
-        rejects.select_columns(["source", "line", "reject", "nbytes", "raw"]).write_json(
-            runtime.join(out, "rejects")
-        )
-    reject_kinds: Counter = Counter()
-    for reason, count in (_counts(rejects, "reject") if n_rejected else {}).items():
-        reject_kinds[_reason_kind(reason)] += count
-    good = docs.filter(lambda r: r["reject"] is None).drop_columns(["reject", "raw"])
-    n_read = docs.count()
-    log(f"read {n_read} documents, {n_rejected} set aside in rejects/")
-
-    cleaned = good.map_batches(clean_batch, fn_kwargs={"cfg": cfg.clean}, batch_format="numpy").materialize()
-    dropped = _counts(cleaned.filter(lambda r: r["dropped"] is not None), "dropped")
-    kept = cleaned.filter(lambda r: r["dropped"] is None).drop_columns(["dropped"]).materialize()
-    n_clean = kept.count()
-    log(f"cleaning kept {n_clean}, dropped {sum(dropped.values())} ({dict(dropped)})")
+        rejects = docs.filter(lambda r: r["status"].startswith("reject:"))
+        rejects.select_columns(["source", "line", "reject", "nbytes", "raw"]).write_json(runtime.join(out, "rejects"))
+    kept = docs.filter(lambda r: r["status"] == "ok").select_columns(["doc_id", "text"]).materialize()
+    n_clean = status.get("ok", 0)
+    log(f"read {n_read} documents: {n_rejected} set aside in rejects/ ({reject_kinds}), "
+        f"{sum(dropped.values())} dropped by cleaning rules ({dropped}), {n_clean} clean")
 
     exact_ids: set[int] = exact_duplicate_ids(kept) if cfg.dedup.exact else set()
     if exact_ids:
