@@ -1,0 +1,72 @@
+"""Serving verbs: `lmstack serve MODEL_DIR...` and `lmstack feedback export`."""
+
+from __future__ import annotations
+
+import argparse
+
+from lmstack.cli.common import add_verb, connect, print_json
+
+
+def cmd_serve(args: argparse.Namespace) -> None:
+    import time
+
+    from pydantic import ValidationError
+    from ray import serve
+
+    from lmstack.serve.app import APP_NAME, deploy
+    from lmstack.serve.settings import ServeSettings, default_name
+
+    names = args.name or []
+    if len(names) > len(args.models):
+        raise SystemExit("lmstack serve: error: more --name than model directories")
+    models = []
+    for i, path in enumerate(args.models):
+        models.append({"name": names[i] if i < len(names) else default_name(path), "path": path,
+                       "num_cpus": args.num_cpus, "num_gpus": args.num_gpus,
+                       "batching": {"enabled": args.max_batch_size > 1, "max_batch_size": args.max_batch_size,
+                                    "batch_wait_timeout_s": args.batch_wait_timeout_s}})
+    try:
+        settings = ServeSettings.model_validate({"models": models, "api_key": args.api_key,
+                                                 "feedback_dir": args.feedback_dir})
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise SystemExit(f"lmstack serve: error: {where}: {first['msg']}") from None
+    connect(args)
+    deploy(settings, port=args.port, host=args.host)
+    served = ", ".join(m["name"] for m in models)
+    print(f"serving {served} on http://{args.host}:{args.port}/v1 (OpenAI-compatible); Ctrl-C stops", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        serve.delete(APP_NAME)
+
+
+def cmd_feedback_export(args: argparse.Namespace) -> None:
+    from lmstack.serve.feedback import export
+
+    print_json(export(args.feedback_dir, args.output, args.format, args.min_rating))
+
+
+def register(verbs) -> None:
+    p = add_verb(verbs, "serve", cmd_serve, "serve exported models over HTTP on Ray Serve (OpenAI-compatible)",
+                 recipe=False)
+    p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="exported model directories")
+    p.add_argument("--name", action="append", help="model name, once per MODEL_DIR in order (default: run name)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: LMSTACK_API_KEY, else none)")
+    p.add_argument("--feedback-dir", default="runs/serve", help="where feedback.sqlite lives")
+    p.add_argument("--max-batch-size", type=int, default=8, help="dynamic batch size per replica (1: no batching)")
+    p.add_argument("--batch-wait-timeout-s", type=float, default=0.01)
+    p.add_argument("--num-cpus", type=float, default=1.0, help="CPUs per model replica")
+    p.add_argument("--num-gpus", type=float, default=0.0, help="GPUs per model replica")
+    fb = verbs.add_parser("feedback", help="feedback recorded by the server").add_subparsers(
+        dest="feedback_verb", required=True)
+    ex = fb.add_parser("export", help="write feedback as a dataset a recipe can read (JSONL or Parquet)")
+    ex.add_argument("--feedback-dir", default="runs/serve")
+    ex.add_argument("--output", "-o", required=True, help="output file (.jsonl or .parquet)")
+    ex.add_argument("--format", choices=["jsonl", "parquet"], help="default: from the output's suffix")
+    ex.add_argument("--min-rating", type=float, help="keep rows rated at least this (corrections always kept)")
+    ex.set_defaults(fn=cmd_feedback_export)
