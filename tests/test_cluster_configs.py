@@ -105,7 +105,12 @@ def test_kuberay_rayservice_embeds_a_serve_config():
     assert apps and all(a.get("name") and a.get("import_path") for a in apps)
     check_cluster_spec(spec["rayClusterConfig"])
     local = ROOT / "serving" / "config.yaml"
-    if local.is_file():  # the embedded config serves the same applications as serving/config.yaml
-        names = {a["name"] for a in (load(local) or {}).get("applications", [])}
-        if names:
-            assert {a["name"] for a in apps} == names
+    if local.is_file():  # the embedded config is serving/config.yaml's, plus a runtime_env
+        shipped = {a["name"]: a for a in load(local)["applications"]}
+        assert {a["name"] for a in apps} == set(shipped)
+        for app in apps:
+            want = shipped[app["name"]]
+            assert app["import_path"] == want["import_path"] and app.get("args") == want.get("args")
+    for group in [spec["rayClusterConfig"]["headGroupSpec"], *spec["rayClusterConfig"]["workerGroupSpecs"]]:
+        pod = group["template"]["spec"]
+        assert {v["name"] for v in pod.get("volumes", [])} >= {m["name"] for m in pod["containers"][0]["volumeMounts"]}
