@@ -26,10 +26,15 @@ def _code_version(*parts: Any) -> str:
     return h.hexdigest()[:16]
 
 
-def _model_deployment(entry: ModelEntry) -> Any:
+def _logging(settings: ServeSettings) -> dict[str, Any]:
+    return {"enable_access_log": settings.access_log}
+
+
+def _model_deployment(entry: ModelEntry, settings: ServeSettings) -> Any:
     task = get_task(entry.task or "lm")
     options: dict[str, Any] = {
         "name": f"{entry.task}-{entry.name}",
+        "logging_config": _logging(settings),
         "ray_actor_options": {"num_cpus": entry.num_cpus, "num_gpus": entry.num_gpus},
         "max_ongoing_requests": entry.ongoing_limit(),
         "user_config": entry.model_dump(),
@@ -54,7 +59,7 @@ def build_app(settings: ServeSettings | dict[str, Any]) -> Any:
             raise FileNotFoundError(f"model directory {entry.path!r} does not exist")
     settings = settings.model_copy(update={
         "models": entries, "feedback_dir": os.path.abspath(settings.feedback_dir)})
-    handles = {e.name: _model_deployment(e).bind() for e in entries}
+    handles = {e.name: _model_deployment(e, settings).bind() for e in entries}
     tasks = {e.name: str(e.task) for e in entries}
     # The ingress gets no model paths or versions, so a version swap leaves it running.
     ingress_settings = settings.model_dump()
@@ -62,6 +67,7 @@ def build_app(settings: ServeSettings | dict[str, Any]) -> Any:
         m["path"], m["version"] = "", ""
     ingress = serve.deployment(Ingress).options(
         name="ingress", num_replicas=settings.ingress_replicas, max_ongoing_requests=1000,
+        logging_config=_logging(settings),
         ray_actor_options={"num_cpus": settings.ingress_cpus})
     ingress = ingress.options(version=_code_version(Ingress, ingress_settings, tasks), _internal=True)
     return ingress.bind(ingress_settings, handles, tasks)

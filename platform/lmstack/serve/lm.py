@@ -27,9 +27,16 @@ class LanguageModel:
     version they started with. No replica restarts, no request is dropped."""
 
     def __init__(self) -> None:
+        import sys
+
+        # Decoding holds the GIL between torch ops; a short switch interval lets the replica's
+        # event loop take requests in (and answer Serve's queue-length probes) while a batch
+        # runs, so the next batch is full instead of a straggler or two.
+        sys.setswitchinterval(0.0005)
         self.engine: Engine | None = None
         self.entry: dict[str, Any] = {}
         self._unbatched = asyncio.Lock()
+        self.batches = self.batched_requests = 0  # mean batch size = batched_requests / batches
 
     async def reconfigure(self, entry: dict[str, Any]) -> None:
         import torch
@@ -47,7 +54,8 @@ class LanguageModel:
     def info(self) -> dict[str, Any]:
         assert self.engine is not None
         return {"name": self.entry["name"], "version": self.entry["version"], "task": "lm",
-                "path": self.entry["path"], "context": self.engine.context}
+                "path": self.entry["path"], "context": self.engine.context, "batches": self.batches,
+                "batched_requests": self.batched_requests}
 
     def prompt_for(self, messages: list[dict[str, str]]) -> str:
         assert self.engine is not None
@@ -57,6 +65,8 @@ class LanguageModel:
     async def _batched(self, reqs: list[GenRequest]) -> list[dict[str, Any]]:
         engine, version = self.engine, self.entry["version"]
         assert engine is not None
+        self.batches += 1
+        self.batched_requests += len(reqs)
         results = await asyncio.to_thread(engine.generate, reqs)
         return [{**asdict(r), "version": version} for r in results]
 

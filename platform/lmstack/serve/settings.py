@@ -75,6 +75,7 @@ class ServeSettings(Section):
     api_key: str | None = None  # else LMSTACK_API_KEY; None and unset: no authentication
     feedback_dir: str = "runs/serve"
     log_requests: bool = True  # keep prompts/completions so feedback can point at them
+    access_log: bool = True  # Serve's per-request log lines (off: less CPU per request)
     limits: Limits = Limits()
     ingress_replicas: int = Field(1, ge=1)
     ingress_cpus: float = Field(0.0, ge=0)
