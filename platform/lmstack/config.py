@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
 
 
 class RecipeError(ValueError):
@@ -142,6 +142,58 @@ class GenerateConfig(Section):
     top_k: int | None = Field(50, ge=1)
 
 
+class ParamSpec(Section):
+    """One searched key: exactly one of the distributions, e.g. `{loguniform: [1e-4, 1e-2]}`."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    uniform: tuple[float, float] | None = None
+    loguniform: tuple[float, float] | None = None
+    int_: tuple[int, int] | None = Field(None, alias="int")  # inclusive bounds
+    choice: list[Any] | None = Field(None, min_length=1)
+    grid: list[Any] | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one_distribution(self) -> ParamSpec:
+        given = [k for k in ("uniform", "loguniform", "int_", "choice", "grid") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError("give exactly one of uniform, loguniform, int, choice, grid")
+        bounds = self.uniform or self.loguniform or self.int_
+        if bounds is not None and bounds[0] > bounds[1]:
+            raise ValueError(f"low ({bounds[0]}) must not exceed high ({bounds[1]})")
+        if self.loguniform is not None and self.loguniform[0] <= 0:
+            raise ValueError("loguniform bounds must be positive")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _as_written(self, handler) -> dict[str, Any]:
+        # Dump as the recipe is written ({loguniform: [a, b]}) so a dumped recipe loads back.
+        return {("int" if k == "int_" else k): v for k, v in handler(self).items() if v is not None}
+
+
+class TuneConfig(Section):
+    """`lmstack tune`: Ray Tune over training runs of this recipe (see lmstack.tune)."""
+
+    space: dict[str, ParamSpec] = Field(min_length=1)  # dotted recipe key -> distribution
+    metric: str = "val_loss"
+    mode: Literal["min", "max"] = "min"
+    search: Literal["random", "grid", "optuna"] = "random"
+    scheduler: Literal["none", "asha", "median", "pbt"] = "none"
+    num_samples: int = Field(1, ge=1)  # random/optuna: trials; grid: repeats of the grid
+    max_concurrent: int | None = Field(None, ge=1)  # default: as many as the cluster's CPUs fit
+    grace_period: int | None = Field(None, ge=1)  # steps before ASHA/median may stop (default eval_every)
+    reduction_factor: int = Field(2, ge=2)  # ASHA
+    perturbation_interval: int | None = Field(None, ge=1)  # PBT, in steps (default eval_every)
+    seed: int | None = 0
+
+    @model_validator(mode="after")
+    def _keys_exist(self) -> TuneConfig:
+        from lmstack.tune.space import check_key
+
+        for key in self.space:
+            check_key(key)
+        return self
+
+
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: Literal["lm"] = "lm"
@@ -151,6 +203,7 @@ class Recipe(Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
+    tune: TuneConfig | None = None
 
     def resolved_run_dir(self) -> str:
         return self.run_dir or os.path.join("runs", self.name)

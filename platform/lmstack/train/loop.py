@@ -90,6 +90,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
 
     progress = ckpt.Progress()
     resumed = ray.train.get_checkpoint()
+    if resumed is None and config.get("init_checkpoint"):  # a PBT exploit (lmstack.tune) starts from a donor
+        resumed = ray.train.Checkpoint(config["init_checkpoint"])
     if resumed is not None:
         with resumed.as_directory() as path:
             progress = ckpt.load(path, core, optimizer, scheduler)

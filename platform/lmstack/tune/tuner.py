@@ -1,0 +1,106 @@
+"""`lmstack tune`: build or restore the Tuner, run the search, export the best trial."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from lmstack import runtime
+from lmstack.config import Recipe, RecipeError
+from lmstack.tune import report
+from lmstack.tune.search import make_scheduler, make_search_alg
+from lmstack.tune.space import check_values, to_tune_space
+from lmstack.tune.trial import make_trainable
+
+EXPERIMENT = "tune"
+# The trial actor only waits on its TorchTrainer, whose workers hold the real resources;
+# Tune refuses {"CPU": 0} alone (RAY_NOTES.md).
+TRIAL_SHELL_RESOURCES = {"CPU": 0, "memory": 2**20}
+
+
+def default_concurrency(recipe: Recipe) -> int:
+    """As many trials as the cluster's CPUs (or GPUs) hold at the recipe's workers per trial."""
+    import ray
+
+    cfg = recipe.train
+    total = ray.cluster_resources()
+    if cfg.use_gpu:
+        return max(1, int(total.get("GPU", 0) // cfg.num_workers))
+    return max(1, int(total.get("CPU", 1) // (cfg.num_workers * cfg.cpus_per_worker)))
+
+
+def _ensure_prepared(recipe: Recipe, log) -> dict[str, Any]:
+    from lmstack.train.trainer import load_data_info
+
+    if not runtime.exists(runtime.join(recipe.data_dir(), "manifest.json")):
+        from lmstack.data.prepare import prepare
+
+        log(f"preparing {recipe.name}'s data once for every trial")
+        prepare(recipe, log=log)
+    return load_data_info(recipe)
+
+
+def build_tuner(recipe: Recipe, info: dict[str, Any], root: str, log=print):
+    """A new Tuner, or the one saved under <run_dir>/tune when the search was interrupted."""
+    from ray import tune
+
+    cfg = recipe.tune
+    concurrency = cfg.max_concurrent or default_concurrency(recipe)
+    base = recipe.model_dump(mode="json")
+    base["tune"] = None
+    base["data"]["output"] = recipe.data_dir() if runtime.is_uri(recipe.data_dir()) else _abs(recipe.data_dir())
+    trainable = tune.with_resources(make_trainable(base, info, root, list(cfg.space)), TRIAL_SHELL_RESOURCES)
+    path = runtime.join(root, EXPERIMENT)
+    if tune.Tuner.can_restore(path):
+        log(f"resuming the search in {path}: finished trials are kept, unfinished ones continue")
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True)
+    return tune.Tuner(
+        trainable,
+        param_space=to_tune_space(cfg.space, cfg.search),
+        tune_config=tune.TuneConfig(
+            metric=cfg.metric,
+            mode=cfg.mode,
+            search_alg=make_search_alg(recipe, concurrency),
+            scheduler=make_scheduler(recipe),
+            num_samples=cfg.num_samples,
+            reuse_actors=False,  # a trial actor owns one TorchTrainer run
+        ),
+        run_config=tune.RunConfig(
+            name=EXPERIMENT,
+            storage_path=root,
+            # Tune's checkpoints are pointers to Train checkpoints: only the latest is needed.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+
+
+def _abs(path: str) -> str:
+    import os
+
+    return os.path.abspath(path)
+
+
+def tune_recipe(recipe: Recipe, log=print) -> dict[str, Any]:
+    """Run (or resume) the recipe's search; write the trials table, plots, best recipe and model."""
+    if recipe.tune is None:
+        raise RecipeError(f"{recipe.name}: the recipe has no tune section")
+    check_values(recipe)
+    started = time.time()
+    from lmstack.train.trainer import storage_path
+
+    root = storage_path(recipe)
+    runtime.makedirs(root)
+    info = _ensure_prepared(recipe, log)
+    results = build_tuner(recipe, info, root, log).fit()
+    unfinished = _unfinished(results)
+    if unfinished:
+        # Ctrl-C (SIGINT) makes Tune save its state and return early; results would be partial.
+        log(f"search interrupted with {unfinished} trial(s) unfinished; run `lmstack tune` on {root} to resume")
+        return {"verb": "tune", "interrupted": True, "unfinished": unfinished, "run_dir": root}
+    return report.write_results(recipe, results, info, root, started, log)
+
+
+def _unfinished(results) -> int:
+    """Trials that neither errored nor ended: Tune marks a trial's last result done when it ends
+    (its run finished or a scheduler stopped it); an interrupted trial's last result is not done."""
+    return sum(r.error is None and not (r.metrics or {}).get("done") for r in results)
