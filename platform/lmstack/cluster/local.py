@@ -177,6 +177,7 @@ def up(workers: int = 2, state_dir: str | None = None, head_cpus: float = 1, wor
         _wait_for_dashboard(cluster, timeout)
     except BaseException:
         cluster.down()
+        shutil.rmtree(temp_dir, ignore_errors=True)
         raise
     return cluster
 
