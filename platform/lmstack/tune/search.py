@@ -55,7 +55,10 @@ def make_scheduler(recipe: Recipe) -> Any:
     if cfg.scheduler == "median":
         from ray.tune.schedulers import MedianStoppingRule
 
-        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=grace, min_samples_required=2)
+        # min_time_slice: never pause a trial to time-share with pending ones (the rule's default);
+        # each pause costs a TorchTrainer restart.
+        return MedianStoppingRule(time_attr=TIME_ATTR, grace_period=grace, min_samples_required=2,
+                                  min_time_slice=train.max_steps)
     if cfg.scheduler == "pbt":
         from ray.tune.schedulers import PopulationBasedTraining
 

@@ -73,14 +73,16 @@ class LmstackTrial(tune.Trainable):
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         with open(os.path.join(checkpoint_dir, POINTER)) as f:
             ptr = json.load(f)
-        if ptr["trial_id"] == self.trial_id:
+        if ptr["trial_id"] == self.trial_id or ptr["path"] is None:
             self.run_name, self.init = ptr["run_name"], None  # Train resumes this run from its storage
         else:  # PBT exploit: continue from the donor's weights in a fresh Train run
             self.run_name, self.init = f"pbt_{ptr['trial_id']}_{ptr['step']}", ptr["path"]
 
     def save_checkpoint(self, checkpoint_dir: str) -> None:
+        # Before the first Train checkpoint (PBT may ask early) the pointer names only the run.
+        ptr = self.pointer or {"trial_id": self.trial_id, "run_name": self.run_name, "path": None, "step": 0}
         with open(os.path.join(checkpoint_dir, POINTER), "w") as f:
-            json.dump(self.pointer, f)
+            json.dump(ptr, f)
 
     def _start(self) -> None:
         from ray.util.queue import Queue

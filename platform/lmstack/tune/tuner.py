@@ -68,8 +68,9 @@ def build_tuner(recipe: Recipe, info: dict[str, Any], root: str, log=print):
         run_config=tune.RunConfig(
             name=EXPERIMENT,
             storage_path=root,
-            # Tune's checkpoints are pointers to Train checkpoints: only the latest is needed.
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            # Tune's checkpoints are tiny pointers to Train checkpoints: a trial needs its latest; PBT
+            # clones a donor's, which may be a few reports old.
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=4 if cfg.scheduler == "pbt" else 1),
         ),
     )
 
