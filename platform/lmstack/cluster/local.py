@@ -4,7 +4,7 @@ Each node is its own `ray start --block` process (own session and process group,
 logical resources), so the cluster behaves like a multi-node one: nodes can be removed one at a time,
 and Ray Train places workers across them. Everything started is recorded in a state file
 (`<state dir>/cluster.json`: PIDs, process groups, ports) and `down` stops exactly those processes,
-SIGTERM then SIGKILL. Nothing here ever runs `ray stop`, which would kill every Ray process on the
+SIGTERM then SIGKILL. Nothing here uses Ray's stop-everything command, which would end every Ray process on the
 machine, other people's clusters included.
 
 The cluster has its own token (token authentication, `<state dir>/auth_token`); `env()` gives the
