@@ -1,5 +1,4 @@
 import gzip
-import json
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -85,4 +84,3 @@ def test_hf_dataset_saved_on_disk(tmp_path):
     assert all(f.endswith(".arrow") for f in files)
     texts = [r["text"] for f in files for r in read_file(f, "arrow", "text", "file", None)]
     assert texts == ["one doc", "two doc"]
-    json.dumps(texts)
