@@ -196,7 +196,7 @@ class TuneConfig(Section):
 
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    task: Literal["lm"] = "lm"
+    task: Literal["lm", "classify", "translate"] = "lm"
     run_dir: str | None = None  # default: runs/<name>
     data: DataConfig
     tokenizer: TokenizerConfig = TokenizerConfig()

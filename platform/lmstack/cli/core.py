@@ -12,14 +12,21 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     import time
 
     from lmstack import runtime
-    from lmstack.data.prepare import prepare
+    from lmstack.tasks import get_task
 
     recipe = recipe_from_args(args)
     connect(args)
     started = time.time()
-    manifest = prepare(recipe)
-    figures = {"data_dir": recipe.data_dir(), **manifest["documents"], "tokens": manifest["tokens"],
-               "blocks": manifest["blocks"]}
+    manifest = get_task(recipe.task).prepare(recipe)
+    # Each task's manifest names its own counts; these are the ones worth a glance.
+    shown = ("documents", "tokens", "blocks", "records", "examples", "labels")
+    figures = {"data_dir": recipe.data_dir()}
+    for key in shown:
+        value = manifest.get(key)
+        if key == "documents" and isinstance(value, dict):
+            figures.update(value)
+        elif value is not None:
+            figures[key] = value
     print_json(runtime.write_summary(recipe.data_dir(), "prepare", figures, started))
 
 

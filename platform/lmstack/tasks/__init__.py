@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
+
 from lmstack.tasks.base import Task
+
+# task name -> "module:class"; a task module is the only place that knows its batch shapes.
+TASKS = {
+    "lm": "lmstack.tasks.lm:LanguageModeling",
+    "classify": "lmstack.tasks.classify:Classification",
+    "translate": "lmstack.tasks.translate:Translation",
+}
 
 
 def get_task(name: str) -> Task:
-    if name == "lm":
-        from lmstack.tasks.lm import LanguageModeling
+    if name not in TASKS:
+        raise ValueError(f"task: unknown task {name!r}; known: {sorted(TASKS)}")
+    module, cls = TASKS[name].split(":")
+    return getattr(importlib.import_module(module), cls)()
 
-        return LanguageModeling()
-    raise ValueError(f"task: unknown task {name!r}")
 
-
-__all__ = ["Task", "get_task"]
+__all__ = ["TASKS", "Task", "get_task"]

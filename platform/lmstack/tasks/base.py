@@ -10,7 +10,18 @@ from lmstack.config import Recipe
 
 
 class Task(Protocol):
+    """Required methods below. Optional hooks the generic code looks up with getattr:
+
+    - `select_metric: tuple[str, str]` (metric, "min"|"max") that picks the exported checkpoint
+      (default ("val_loss", "min"));
+    - `param_groups(model, recipe) -> list[dict]` optimizer groups (default: decay / no-decay);
+    - `export_model(model, out_dir)` writes the exported weights (default `save_pretrained`).
+    """
+
     name: str
+
+    def prepare(self, recipe: Recipe, log: Any = print) -> dict[str, Any]:
+        """Raw data -> Parquet splits + manifest.json under recipe.data_dir(); returns the manifest."""
 
     def datasets(self, recipe: Recipe) -> dict[str, Any]:
         """Ray Datasets by split ("train", "val") read from the prepared data."""

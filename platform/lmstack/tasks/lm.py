@@ -15,6 +15,11 @@ from lmstack.models import build_causal_lm
 class LanguageModeling:
     name = "lm"
 
+    def prepare(self, recipe: Recipe, log: Any = print) -> dict[str, Any]:
+        from lmstack.data.prepare import prepare
+
+        return prepare(recipe, log=log)
+
     def datasets(self, recipe: Recipe) -> dict[str, Any]:
         import ray.data
 

@@ -27,11 +27,17 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def _optimizer(model: torch.nn.Module, cfg: TrainConfig, fused_ok: bool) -> torch.optim.Optimizer:
-    # No weight decay on biases and norms (GPT-2/nanoGPT practice).
+def default_param_groups(model: torch.nn.Module, cfg: TrainConfig) -> list[dict[str, Any]]:
+    # No weight decay on biases and norms (GPT-2/nanoGPT practice); frozen parameters stay out.
     decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
     no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def _optimizer(groups: list[dict[str, Any]], cfg: TrainConfig, fused_ok: bool) -> torch.optim.Optimizer:
+    # A group may carry "lr_scale" (layer-wise decay); LambdaLR multiplies each group's initial lr.
+    for g in groups:
+        g["lr"] = cfg.lr * g.pop("lr_scale", 1.0)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), fused=fused_ok or None)
 
 
@@ -82,7 +88,9 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     model = task.build_model(recipe, info)
     model = ray.train.torch.prepare_model(model)
     core = getattr(model, "module", model)
-    optimizer = _optimizer(core, cfg, fused_ok=device.type == "cuda")
+    param_groups = getattr(task, "param_groups", None)
+    groups = param_groups(core, recipe) if param_groups else default_param_groups(core, cfg)
+    optimizer = _optimizer(groups, cfg, fused_ok=device.type == "cuda")
     total = cfg.max_steps
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: lr_at(s, cfg.lr, cfg.min_lr, cfg.warmup_steps, total) / cfg.lr
@@ -151,7 +159,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
             with sync, autocast:
                 loss, _ = task.loss(model, batch)
                 (loss / cfg.grad_accum).backward()
-            tokens_per_step += batch["input_ids"].numel() * world
+            tokens_per_step += batch["input_ids"].numel() * world if "input_ids" in batch else 0
             progress.batches_in_epoch = i + 1
             micro += 1
             if not last_micro:

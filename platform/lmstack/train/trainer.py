@@ -102,7 +102,8 @@ def train(recipe: Recipe, log=print) -> dict[str, Any]:
     result = trainer.fit()
     if result.error:
         raise result.error
-    best = result.get_best_checkpoint(metric="val_loss", mode="min") or result.checkpoint
+    metric, mode = getattr(get_task(recipe.task), "select_metric", ("val_loss", "min"))
+    best = result.get_best_checkpoint(metric=metric, mode=mode) or result.checkpoint
     if best is None:
         raise RuntimeError(f"training of {recipe.name!r} produced no checkpoint")
     metrics = result.metrics or {}
@@ -120,14 +121,13 @@ def train(recipe: Recipe, log=print) -> dict[str, Any]:
     with best.as_directory() as path:
         export_model(path, info["tokenizer"]["dir"], model_dir, lineage)
     figures = {
-        "val_loss": best_metrics.get("val_loss"),
-        "val_ppl": best_metrics.get("val_ppl"),
-        "val_bpb": best_metrics.get("val_bpb"),
+        **{k: v for k, v in best_metrics.items() if k.startswith("val_")},
         "steps": metrics.get("step"),
         "best_step": best_metrics.get("step"),
         "model_dir": model_dir,
         "checkpoint": best.path,
     }
     summary = runtime.write_summary(run_dir, "train", figures, started)
-    log(f"trained {recipe.name}: val_loss {figures['val_loss']:.4f}, bpb {figures['val_bpb']:.3f}; model in {model_dir}")
+    shown = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if k.startswith("val_") and isinstance(v, float))
+    log(f"trained {recipe.name}: {shown}; model in {model_dir}")
     return summary
