@@ -63,8 +63,18 @@ class DataConfig(Section):
     # hash: whole documents go to train or val by a hash of their id.
     # tail: the last val_fraction of each document's tokens is validation (nanoGPT's split).
     split: Literal["hash", "tail"] = "hash"
+    # k-fold cross-validation: with folds=k, fold i (0-based) is validation and the rest is train;
+    # val_fraction is then unused. Tasks that support it split by a stable hash of the record id.
+    folds: int | None = Field(None, ge=2)
+    fold: int = Field(0, ge=0)
     block_size: int = Field(128, ge=2)
     output: str | None = None  # default: <run_dir>/data
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> DataConfig:
+        if self.folds is not None and self.fold >= self.folds:
+            raise ValueError(f"fold ({self.fold}) must be below folds ({self.folds})")
+        return self
 
 
 class TokenizerConfig(Section):
