@@ -204,6 +204,45 @@ class TuneConfig(Section):
         return self
 
 
+class TranslateDecodeConfig(Section):
+    num_beams: int = Field(4, ge=1)  # 1 = greedy
+    length_penalty: float = 1.0  # beam score = sum log p / length ** length_penalty
+    max_new_tokens: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1)
+
+
+class TranslateAugmentConfig(Section):
+    """Back-translation of a monolingual file (reverse model makes the sources) and source-side noise."""
+
+    monolingual: str | None = None  # one target-language sentence per line
+    monolingual_lang: Literal["en", "zh"] = "en"
+    reverse_model: str | None = None  # exported model that translates monolingual_lang -> the other
+    max_sentences: int | None = Field(None, ge=1)
+    noise_copies: int = Field(0, ge=0)  # noisy copies of each training source
+    p_delete: float = Field(0.1, ge=0, lt=1)
+    p_swap: float = Field(0.1, ge=0, lt=1)
+    p_mask: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _reverse_for_monolingual(self) -> TranslateAugmentConfig:
+        if self.monolingual and not self.reverse_model:
+            raise ValueError("reverse_model is required when monolingual is given")
+        return self
+
+
+class TranslateConfig(Section):
+    """task: translate. Pairs in cmn.txt format (English<TAB>Chinese<TAB>attribution) from data.paths."""
+
+    directions: list[Literal["zh-en", "en-zh"]] = Field(["zh-en"], min_length=1)
+    zh_tokens: Literal["bpe", "char"] = "bpe"  # char: each CJK character is its own token
+    max_length: int = Field(64, ge=4)  # tokens per side, padded to this
+    test_size: int = Field(1000, ge=1)  # held-out pairs, never trained on
+    val_size: int = Field(500, ge=1)
+    split_seed: int = 0
+    decode: TranslateDecodeConfig = TranslateDecodeConfig()
+    augment: TranslateAugmentConfig = TranslateAugmentConfig()
+
+
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: Literal["lm", "classify", "translate"] = "lm"
@@ -214,6 +253,13 @@ class Recipe(Section):
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
     tune: TuneConfig | None = None
+    translate: TranslateConfig | None = None
+
+    @model_validator(mode="after")
+    def _task_section(self) -> Recipe:
+        if self.task == "translate" and self.translate is None:
+            raise ValueError("task 'translate' needs a translate: section")
+        return self
 
     def resolved_run_dir(self) -> str:
         return self.run_dir or os.path.join("runs", self.name)
