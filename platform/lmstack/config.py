@@ -243,6 +243,15 @@ class TranslateConfig(Section):
     augment: TranslateAugmentConfig = TranslateAugmentConfig()
 
 
+class DistillConfig(Section):
+    """`lmstack distill`: the recipe's model (the student) learns from a fine-tuned teacher's logits."""
+
+    teacher: str  # a local exported model directory (same tokenizer as the recipe's data)
+    temperature: float = Field(2.0, gt=0)
+    # loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * hard-label loss (Hinton et al. 2015)
+    alpha: float = Field(0.5, ge=0, le=1)
+
+
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: Literal["lm", "classify", "translate"] = "lm"
@@ -253,6 +262,7 @@ class Recipe(Section):
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
     tune: TuneConfig | None = None
+    distill: DistillConfig | None = None
     translate: TranslateConfig | None = None
 
     @model_validator(mode="after")
