@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 
+from lmstack.config import Recipe
 from lmstack.tasks.base import Task
 
 # task name -> "module:class"; a task module is the only place that knows its batch shapes.
@@ -21,4 +22,14 @@ def get_task(name: str) -> Task:
     return getattr(importlib.import_module(module), cls)()
 
 
-__all__ = ["TASKS", "Task", "get_task"]
+def task_for(recipe: Recipe) -> Task:
+    """The task that trains `recipe`: its base task, wrapped in distillation when it has a distill section."""
+    task = get_task(recipe.task)
+    if recipe.distill is not None:
+        from lmstack.tasks.distill import Distillation
+
+        return Distillation(task, recipe.distill)
+    return task
+
+
+__all__ = ["TASKS", "Task", "get_task", "task_for"]
