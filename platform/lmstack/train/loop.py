@@ -16,7 +16,7 @@ import torch
 
 from lmstack import runtime
 from lmstack.config import Recipe, TrainConfig
-from lmstack.tasks import get_task
+from lmstack.tasks import task_for
 from lmstack.train import checkpoint as ckpt
 from lmstack.train.schedule import lr_at
 
@@ -78,7 +78,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     recipe = Recipe.model_validate(config["recipe"])
     info: dict[str, Any] = config["data_info"]
     cfg = recipe.train
-    task = get_task(recipe.task)
+    task = task_for(recipe)  # the recipe's task, or distillation wrapping it
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(cfg.threads_per_worker or max(1, int(cfg.cpus_per_worker)))
