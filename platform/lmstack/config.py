@@ -252,6 +252,55 @@ class DistillConfig(Section):
     alpha: float = Field(0.5, ge=0, le=1)
 
 
+class ClassifyConfig(Section):
+    """Task `classify`: which fields hold the text and the labels, and how examples are cut."""
+
+    # A field name, or several tried in order (the first present wins); a list of strings is joined.
+    text_field: str | list[str] = "text"
+    # "@dir": the label is the name of the folder holding the file (e.g. one folder per class).
+    label_field: str = "label"
+    extra_label_fields: list[str] = Field(default_factory=list)  # more heads for strategy multitask
+    max_length: int = Field(128, ge=2)  # tokens per example (clipped to the pretrained model's context)
+    class_weights: Literal["none", "balanced"] = "none"  # balanced: n / (classes * count) in the loss
+    # Held out by a stable hash of the record id before the train/val (or k-fold) split.
+    test_fraction: float = Field(0.0, ge=0, lt=1)
+    max_per_class: int | None = Field(None, ge=1)  # deterministic subsample (lowest id hashes)
+
+
+class LoraSettings(Section):
+    r: int = Field(8, ge=1)
+    alpha: float = Field(16.0, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    target_modules: list[str] | None = None  # default: attention projections of the family
+
+
+class FinetuneConfig(Section):
+    """`lmstack finetune`: how a pretrained lmstack model is transferred to the task."""
+
+    strategy: Literal["full", "freeze", "lora", "features", "multitask", "tfidf", "bow"] = "full"
+    from_model: str | None = None  # a local lmstack model directory (pretrained LM); None: from scratch
+    freeze_layers: int = Field(0, ge=0)  # strategy freeze: the lowest k blocks (and the embeddings)
+    freeze_embeddings: bool = True
+    layer_lr_decay: float | None = Field(None, gt=0, le=1)  # lr x decay^(depth from the top)
+    lora: LoraSettings = LoraSettings()
+    classifier: Literal["svm", "logreg", "forest"] = "logreg"  # features / tfidf / bow
+    pooling: Literal["mean", "last"] = "mean"  # features: how token states become one vector
+    ngram_range: tuple[int, int] = (1, 2)  # tfidf / bow: character n-grams
+    max_features: int = Field(50_000, ge=1)
+    embed_batch_size: int = Field(64, ge=1)
+    embed_actors: int | None = Field(None, ge=1)  # default: the cluster's CPUs, at most 4
+
+    @model_validator(mode="after")
+    def _strategy_needs(self) -> FinetuneConfig:
+        if self.strategy in ("lora", "features") and not self.from_model:
+            raise ValueError(f"strategy {self.strategy} needs from_model (a pretrained model directory)")
+        if self.strategy == "freeze" and not self.freeze_layers and self.layer_lr_decay is None:
+            raise ValueError("strategy freeze needs freeze_layers > 0 and/or layer_lr_decay")
+        if self.ngram_range[0] > self.ngram_range[1] or self.ngram_range[0] < 1:
+            raise ValueError(f"ngram_range {list(self.ngram_range)} must be [lo, hi] with 1 <= lo <= hi")
+        return self
+
+
 class Recipe(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
     task: Literal["lm", "classify", "translate"] = "lm"
@@ -262,6 +311,16 @@ class Recipe(Section):
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
     tune: TuneConfig | None = None
+    classify: ClassifyConfig | None = None
+    finetune: FinetuneConfig = FinetuneConfig()
+
+    @model_validator(mode="after")
+    def _task_sections(self) -> Recipe:
+        if self.task == "classify" and self.classify is None:
+            raise ValueError("task classify needs a classify section (text_field, label_field, ...)")
+        if self.finetune.strategy == "multitask" and not (self.classify and self.classify.extra_label_fields):
+            raise ValueError("strategy multitask needs classify.extra_label_fields")
+        return self
     distill: DistillConfig | None = None
     translate: TranslateConfig | None = None
 
