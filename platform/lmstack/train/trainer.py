@@ -38,6 +38,8 @@ def build_trainer(recipe: Recipe, info: dict[str, Any], run_name: str = "train",
 
     cfg = recipe.train
     run_dir = storage_path(recipe)
+    task = get_task(recipe.task)
+    metric, mode = getattr(task, "select_metric", ("val_loss", "min"))
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"recipe": recipe.model_dump(mode="json"), "data_info": info, "run_dir": run_dir},
@@ -49,13 +51,16 @@ def build_trainer(recipe: Recipe, info: dict[str, Any], run_name: str = "train",
         run_config=RunConfig(
             name=run_name,
             storage_path=run_dir,
-            checkpoint_config=CheckpointConfig(num_to_keep=cfg.keep_checkpoints),
+            # The best K by the task's metric stay on disk; Train also keeps the latest, for resume.
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=cfg.keep_checkpoints, checkpoint_score_attribute=metric, checkpoint_score_order=mode
+            ),
             failure_config=FailureConfig(max_failures=cfg.max_failures),
             callbacks=callbacks,
         ),
         # Read before the workers take their CPUs: on a small cluster, workers holding every CPU
         # would leave none for Ray Data's read tasks and the run would wait forever.
-        datasets={k: ds.materialize() for k, ds in get_task(recipe.task).datasets(recipe).items()},
+        datasets={k: ds.materialize() for k, ds in task.datasets(recipe).items()},
     )
 
 
