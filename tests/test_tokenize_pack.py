@@ -41,6 +41,14 @@ def test_hash_split_is_deterministic_and_near_fraction():
     assert [in_validation(i, 0.1) for i in range(100)] == [in_validation(i, 0.1) for i in range(100)]
 
 
+def test_k_folds_are_disjoint_and_cover_every_document():
+    ids = range(3000)
+    folds = [{i for i in ids if in_validation(i, 0.1, folds=4, fold=f)} for f in range(4)]
+    assert set().union(*folds) == set(ids)
+    assert sum(len(f) for f in folds) == len(ids)  # disjoint
+    assert all(600 < len(f) < 900 for f in folds)  # roughly a quarter each
+
+
 @pytest.mark.parametrize("split", ["tail", "hash"])
 def test_tokenize_pack_counts(tmp_path, split):
     tok = char_tokenizer("".join(TEXT))

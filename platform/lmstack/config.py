@@ -74,6 +74,8 @@ class DataConfig(Section):
     def _fold_in_range(self) -> DataConfig:
         if self.folds is not None and self.fold >= self.folds:
             raise ValueError(f"fold ({self.fold}) must be below folds ({self.folds})")
+        if self.folds is not None and self.split == "tail":
+            raise ValueError("folds split whole documents; use split: hash")
         return self
 
 
@@ -193,7 +195,17 @@ class TuneConfig(Section):
     grace_period: int | None = Field(None, ge=1)  # steps before ASHA/median may stop (default eval_every)
     reduction_factor: int = Field(2, ge=2)  # ASHA
     perturbation_interval: int | None = Field(None, ge=1)  # PBT, in steps (default eval_every)
+    # k-fold cross-validation: a trial trains once per fold of data.folds and scores the mean of the
+    # folds' best metric. A trial reports only when every fold is done, so no scheduler applies.
+    cross_validation: bool = False
     seed: int | None = 0
+
+    @model_validator(mode="after")
+    def _cv_without_scheduler(self) -> TuneConfig:
+        if self.cross_validation and self.scheduler != "none":
+            raise ValueError(f"cross_validation scores a trial only at its end; scheduler must be none, "
+                             f"not {self.scheduler!r}")
+        return self
 
     @model_validator(mode="after")
     def _keys_exist(self) -> TuneConfig:
@@ -328,6 +340,12 @@ class Recipe(Section):
     def _task_section(self) -> Recipe:
         if self.task == "translate" and self.translate is None:
             raise ValueError("task 'translate' needs a translate: section")
+        return self
+
+    @model_validator(mode="after")
+    def _cv_needs_folds(self) -> Recipe:
+        if self.tune is not None and self.tune.cross_validation and self.data.folds is None:
+            raise ValueError("tune.cross_validation needs data.folds (the number of folds)")
         return self
 
     def resolved_run_dir(self) -> str:

@@ -15,10 +15,17 @@ import numpy as np
 from lmstack.data.tokenizer import load_tokenizer
 
 
-def in_validation(doc_id: int, val_fraction: float) -> bool:
-    """Hash split: stable for a document whatever else is in the corpus."""
+def in_validation(doc_id: int, val_fraction: float, folds: int | None = None, fold: int = 0) -> bool:
+    """Hash split: stable for a document whatever else is in the corpus.
+
+    With `folds`, the same hash deals documents into k folds and fold `fold` is validation, so the
+    k validation sets are disjoint and together cover every document.
+    """
     digest = hashlib.blake2b(str(int(doc_id)).encode(), digest_size=4).digest()
-    return int.from_bytes(digest, "big") / 2**32 < val_fraction
+    h = int.from_bytes(digest, "big")
+    if folds is not None:
+        return h % folds == fold
+    return h / 2**32 < val_fraction
 
 
 def pack_ids(docs: list[list[int]], eos_id: int, block_size: int) -> tuple[np.ndarray, int]:
@@ -35,12 +42,14 @@ def pack_ids(docs: list[list[int]], eos_id: int, block_size: int) -> tuple[np.nd
 class TokenizePack:
     """map_batches body (an actor, so the tokenizer loads once per worker)."""
 
-    def __init__(self, tokenizer_dir: str, block_size: int, val_fraction: float, split: str):
+    def __init__(self, tokenizer_dir: str, block_size: int, val_fraction: float, split: str,
+                 folds: int | None = None, fold: int = 0):
         self.tok = load_tokenizer(tokenizer_dir)
         self.eos = self.tok.eos_token_id
         self.block_size = block_size
         self.val_fraction = val_fraction
         self.split = split
+        self.folds, self.fold = folds, fold
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         texts = [str(t) for t in batch["text"]]
@@ -57,7 +66,7 @@ class TokenizePack:
                 nbytes["train"] += len(text[:char_cut].encode("utf-8"))
                 nbytes["val"] += len(text[char_cut:].encode("utf-8"))
             else:
-                split = "val" if in_validation(batch["doc_id"][i], self.val_fraction) else "train"
+                split = "val" if in_validation(batch["doc_id"][i], self.val_fraction, self.folds, self.fold) else "train"
                 parts[split].append(ids)
                 nbytes[split] += len(text.encode("utf-8"))
         out: dict[str, list[Any]] = {"split": [], "input_ids": []}

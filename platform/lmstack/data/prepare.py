@@ -101,7 +101,7 @@ def prepare(recipe: Recipe, log=print) -> dict[str, Any]:
     workers = max(1, min(4, int(_cpus())))
     packed = kept.map_batches(
         TokenizePack,
-        fn_constructor_args=(tok_dir, cfg.block_size, cfg.val_fraction, cfg.split),
+        fn_constructor_args=(tok_dir, cfg.block_size, cfg.val_fraction, cfg.split, cfg.folds, cfg.fold),
         batch_size=512,
         batch_format="numpy",
         compute=_actor_pool(workers),
