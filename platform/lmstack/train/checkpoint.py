@@ -16,6 +16,9 @@ import torch
 
 MODEL_DIR = "model"
 STATE_FILE = "train_state.pt"
+# Written when a task exports something other than the training module (a merged LoRA, a multi-task
+# model's primary head): the training module's own weights, which a resume loads.
+RESUME_WEIGHTS = "resume_model.safetensors"
 
 
 @dataclass
@@ -39,8 +42,15 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save(path: str, model: torch.nn.Module, optimizer, scheduler, progress: Progress) -> None:
-    model.save_pretrained(os.path.join(path, MODEL_DIR), safe_serialization=True)
+def save(path: str, model: torch.nn.Module, optimizer, scheduler, progress: Progress, export=None) -> None:
+    """`export(model, dir)` (the task's export_model hook) writes MODEL_DIR when given."""
+    if export is None:
+        model.save_pretrained(os.path.join(path, MODEL_DIR), safe_serialization=True)
+    else:
+        from safetensors.torch import save_model
+
+        export(model, os.path.join(path, MODEL_DIR))
+        save_model(model, os.path.join(path, RESUME_WEIGHTS))  # handles tied (shared) tensors
     state = {
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict(),
@@ -51,12 +61,15 @@ def save(path: str, model: torch.nn.Module, optimizer, scheduler, progress: Prog
 
 
 def load(path: str, model: torch.nn.Module, optimizer, scheduler) -> Progress:
-    from safetensors.torch import load_file
+    from safetensors.torch import load_file, load_model
 
-    weights = load_file(os.path.join(path, MODEL_DIR, "model.safetensors"))
-    model.load_state_dict(weights, strict=False)  # tied weights are stored once
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
+    if os.path.exists(os.path.join(path, RESUME_WEIGHTS)):
+        load_model(model, os.path.join(path, RESUME_WEIGHTS))
+    else:
+        weights = load_file(os.path.join(path, MODEL_DIR, "model.safetensors"))
+        model.load_state_dict(weights, strict=False)  # tied weights are stored once
+        if hasattr(model, "tie_weights"):
+            model.tie_weights()
     state = torch.load(os.path.join(path, STATE_FILE), weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])

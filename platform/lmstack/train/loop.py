@@ -48,6 +48,13 @@ def _all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
     return t.tolist()
 
 
+def _all_reduce_max(value: int, device: torch.device) -> int:
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+    return int(t.item())
+
+
 class MetricsLog:
     """metrics.jsonl (rewritten whole, so it works on object stores too) and TensorBoard, rank 0 only."""
 
@@ -113,9 +120,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_shard = ray.train.get_dataset_shard("val")
 
+    eval_counts = getattr(task, "eval_counts", None)
+    export = getattr(task, "export_model", None)
+
     def evaluate() -> dict[str, float]:
         model.eval()
         loss_sum, count = 0.0, 0
+        counts = None  # optional task hook eval_counts: per-batch count arrays, summed over batches and ranks
         with torch.no_grad(), autocast:
             for i, batch in enumerate(val_shard.iter_torch_batches(batch_size=cfg.batch_size, device=device)):
                 if cfg.eval_batches is not None and i >= cfg.eval_batches:
@@ -123,15 +134,22 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
                 loss, n = task.loss(model, batch)
                 loss_sum += float(loss) * n
                 count += n
+                if eval_counts is not None:
+                    c = np.asarray(eval_counts(model, batch), dtype=np.float64)
+                    counts = c if counts is None else counts + c
         model.train()
         loss_sum, count = _all_reduce_sum([loss_sum, count], device)
-        return task.metrics(loss_sum, int(count), info)
+        if eval_counts is None:
+            return task.metrics(loss_sum, int(count), info)
+        size = _all_reduce_max(0 if counts is None else len(counts), device)  # a rank may have had no batch
+        summed = _all_reduce_sum(list(counts) if counts is not None else [0.0] * size, device)
+        return task.metrics(loss_sum, int(count), info, counts=np.asarray(summed))
 
     def report(metrics: dict[str, Any], save: bool) -> None:
         progress.history = log.rows if log is not None else []
         if save and rank == 0:
             with tempfile.TemporaryDirectory() as tmp:
-                ckpt.save(tmp, core, optimizer, scheduler, progress)
+                ckpt.save(tmp, core, optimizer, scheduler, progress, export=export)
                 ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(tmp))
         else:
             ray.train.report(metrics, checkpoint=None)
