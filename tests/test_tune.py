@@ -194,3 +194,38 @@ def test_interrupted_search_resumes_and_reruns_nothing_finished(prepared, tmp_pa
     assert sorted(counts.values()) == [1, 2]  # the finished trial ran once, the interrupted one resumed
     assert summary["trials"] == 2 and summary["by_status"]["completed"] == 2
     assert summary["best_params"] == {"train.lr": 1e-2}
+
+
+def test_cross_validation_scores_each_trial_by_the_mean_over_folds(tmp_path, ray_cluster):
+    from lmstack.tune.tuner import tune_recipe
+
+    base = tiny_recipe(tmp_path, make_corpus(tmp_path / "corpus", docs=80), num_workers=1)
+    raw = base.model_dump(mode="json")
+    raw["data"]["folds"] = 2
+    raw["train"].update(max_steps=6, eval_every=3, log_every=3, min_lr=1e-6, warmup_steps=0)
+    raw["tune"] = {"search": "grid", "max_concurrent": 2, "cross_validation": True,
+                   "space": {"train.lr": {"grid": [1e-2, 1e-5]}}}
+    recipe = validate_recipe(raw, "test")
+    summary = tune_recipe(recipe, log=quiet)
+    assert summary["best_params"] == {"train.lr": 1e-2} and summary["by_status"]["completed"] == 2
+
+    # Each trial trained both folds; its score is the mean of the folds' best val_loss.
+    for row in csv.DictReader(open(summary["trials_csv"])):
+        folds = [json.load(open(os.path.join(recipe.run_dir, "trials", row["trial_id"], f"fold{i}",
+                                             "fold_result.json"))) for i in range(2)]
+        assert float(row["val_loss"]) == pytest.approx(sum(f["val_loss"] for f in folds) / 2)
+        assert [f["fold"] for f in folds] == [0, 1] and folds[0]["val_loss"] != folds[1]["val_loss"]
+    # The two folds were prepared with complementary validation sets and one shared tokenizer.
+    manifests = [json.load(open(os.path.join(recipe.data_dir(), f"fold{i}", "manifest.json"))) for i in range(2)]
+    assert manifests[0]["tokenizer"]["vocab_size"] == manifests[1]["tokenizer"]["vocab_size"]
+    assert manifests[0]["tokens"]["val"] + manifests[1]["tokens"]["val"] == pytest.approx(
+        manifests[0]["tokens"]["train"] + manifests[0]["tokens"]["val"], rel=0.01)
+    assert load_recipe(summary["best_recipe"]).data.output.endswith("fold0")
+
+
+def test_cross_validation_needs_folds_and_no_scheduler():
+    with pytest.raises(RecipeError, match="data.folds"):
+        with_tune({"space": {"train.lr": {"grid": [1e-3]}}, "cross_validation": True})
+    with pytest.raises(RecipeError, match="scheduler must be none"):
+        with_tune({"space": {"train.lr": {"grid": [1e-3]}}, "cross_validation": True, "scheduler": "asha"},
+                  data={"paths": ["x"], "folds": 3})

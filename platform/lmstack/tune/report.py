@@ -142,6 +142,10 @@ def best_recipe(recipe: Recipe, params: dict[str, Any], root: str) -> Recipe:
     raw["tune"] = None
     raw["run_dir"] = runtime.join(root, "best")
     data_dir = recipe.data_dir()
+    if recipe.tune.cross_validation:  # trains on fold 0's split, prepared by the search
+        from lmstack.tune.cv import fold_data_dir
+
+        data_dir = fold_data_dir(recipe, 0)
     raw["data"]["output"] = data_dir if runtime.is_uri(data_dir) else os.path.abspath(data_dir)
     return validate_recipe(raw, "best recipe")
 

@@ -59,6 +59,9 @@ class LmstackTrial(tune.Trainable):
     info: dict[str, Any] = {}
     root: str = ""
     keys: list[str] = []
+    fold_infos: list[dict[str, Any]] = []  # cross-validation: one manifest per fold, else empty
+    metric: str = "val_loss"
+    mode: str = "min"
 
     def setup(self, config: dict[str, Any]) -> None:
         self.run_dir = runtime.join(self.root, "trials", self.trial_id)
@@ -92,6 +95,9 @@ class LmstackTrial(tune.Trainable):
         runtime.makedirs(self.run_dir)
         _log_start(self.run_dir, self.run_name, self.init)
         self.queue = Queue(maxsize=1, actor_options={"num_cpus": 0})
+        if self.fold_infos:
+            self._start_folds()
+            return
         trainer = build_trainer(self.recipe, self.info, run_name=self.run_name, callbacks=[Forward(self.queue)])
         if self.init is not None:
             # V2 has no resume_from_checkpoint; the loop starts from this when its run has none.
@@ -106,6 +112,21 @@ class LmstackTrial(tune.Trainable):
                 self.queue.put({"done": True})
 
         self.thread = threading.Thread(target=fit, name="lmstack-trial-fit", daemon=True)
+        self.thread.start()
+
+    def _start_folds(self) -> None:
+        """Cross-validation: the folds train one after another; the trial reports once, at the end."""
+        from lmstack.tune.cv import run_folds
+
+        def fit() -> None:
+            try:
+                self.last = run_folds(self.recipe, self.fold_infos, self.run_dir, self.metric, self.mode)
+            except BaseException as err:  # noqa: BLE001 - raised again from step()
+                self.outcome["error"] = err
+            finally:
+                self.queue.put({"done": True})
+
+        self.thread = threading.Thread(target=fit, name="lmstack-trial-folds", daemon=True)
         self.thread.start()
 
     def step(self) -> dict[str, Any]:
@@ -146,10 +167,13 @@ class LmstackTrial(tune.Trainable):
         self.thread.join(timeout=10)
 
 
-def make_trainable(base_raw: dict[str, Any], info: dict[str, Any], root: str, keys: list[str]) -> type:
+def make_trainable(base_raw: dict[str, Any], info: dict[str, Any], root: str, keys: list[str],
+                   fold_infos: list[dict[str, Any]] | None = None, metric: str = "val_loss",
+                   mode: str = "min") -> type:
     """A Trainable class closed over the base recipe (tune section removed)."""
     return type("LmstackTrial", (LmstackTrial,), {"base_raw": base_raw, "info": info, "root": root,
-                                                  "keys": keys})
+                                                  "keys": keys, "fold_infos": fold_infos or [],
+                                                  "metric": metric, "mode": mode})
 
 
 def _log_start(run_dir: str, run_name: str, init: str | None) -> None:

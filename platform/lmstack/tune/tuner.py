@@ -40,7 +40,8 @@ def _ensure_prepared(recipe: Recipe, log) -> dict[str, Any]:
     return load_data_info(recipe)
 
 
-def build_tuner(recipe: Recipe, info: dict[str, Any], root: str, log=print):
+def build_tuner(recipe: Recipe, info: dict[str, Any], root: str, log=print,
+                fold_infos: list[dict[str, Any]] | None = None):
     """A new Tuner, or the one saved under <run_dir>/tune when the search was interrupted."""
     from ray import tune
 
@@ -49,7 +50,8 @@ def build_tuner(recipe: Recipe, info: dict[str, Any], root: str, log=print):
     base = recipe.model_dump(mode="json")
     base["tune"] = None
     base["data"]["output"] = recipe.data_dir() if runtime.is_uri(recipe.data_dir()) else _abs(recipe.data_dir())
-    trainable = tune.with_resources(make_trainable(base, info, root, list(cfg.space)), TRIAL_SHELL_RESOURCES)
+    trainable = make_trainable(base, info, root, list(cfg.space), fold_infos, cfg.metric, cfg.mode)
+    trainable = tune.with_resources(trainable, TRIAL_SHELL_RESOURCES)
     path = runtime.join(root, EXPERIMENT)
     if tune.Tuner.can_restore(path):
         log(f"resuming the search in {path}: finished trials are kept, unfinished ones continue")
@@ -91,8 +93,15 @@ def tune_recipe(recipe: Recipe, log=print) -> dict[str, Any]:
 
     root = storage_path(recipe)
     runtime.makedirs(root)
-    info = _ensure_prepared(recipe, log)
-    results = build_tuner(recipe, info, root, log).fit()
+    fold_infos = None
+    if recipe.tune.cross_validation:
+        from lmstack.tune.cv import prepare_folds
+
+        fold_infos = prepare_folds(recipe, log)
+        info = fold_infos[0]
+    else:
+        info = _ensure_prepared(recipe, log)
+    results = build_tuner(recipe, info, root, log, fold_infos).fit()
     unfinished = _unfinished(results)
     if unfinished:
         # Ctrl-C (SIGINT) makes Tune save its state and return early; results would be partial.
