@@ -41,10 +41,27 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from lmstack.evaluate.lm import evaluate
 
+    if args.data or not args.recipe:  # a model and a data file, no recipe: the model's task scores it
+        return _evaluate_file(args)
     recipe = recipe_from_args(args)
     connect(args)
     print_json(evaluate(recipe, model_dir=args.model, run_dir=args.run_dir and f"{args.run_dir}/evaluate",
                     max_batches=args.max_batches))
+
+
+def _evaluate_file(args: argparse.Namespace) -> None:
+    import json
+
+    from lmstack.cli.tasks import model_task, task_options
+    from lmstack.tasks import get_task
+
+    if not args.model or not args.data:
+        raise FileNotFoundError("evaluate: give a recipe, or both --model DIR and --data FILE")
+    task = get_task(model_task(args.model))
+    if not hasattr(task, "evaluate_file"):
+        raise FileNotFoundError(f"evaluate: task {task.name!r} scores its validation split; give its recipe")
+    # One JSON object on the last line, so scripts can read the metrics with `tail -1`.
+    print(json.dumps(task.evaluate_file(args.model, args.data, **task_options(args))))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -67,8 +84,14 @@ def cmd_config_show(args: argparse.Namespace) -> None:
 def register(verbs) -> None:
     add_verb(verbs, "prepare", cmd_prepare, "read, clean, dedup, tokenize and pack the recipe's data")
     add_verb(verbs, "train", cmd_train, "train (or resume) the recipe's model on Ray Train and export it")
-    p = add_verb(verbs, "evaluate", cmd_evaluate, "evaluate an exported model on the validation split")
+    p = add_verb(verbs, "evaluate", cmd_evaluate, "evaluate an exported model on the validation split, "
+                 "or (--model DIR --data FILE, no recipe) on a data file with the model's task metrics",
+                 recipe=False)
+    p.add_argument("recipe", nargs="?", help="recipe YAML file (language models)")
+    p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--model", help="model directory (default: <run dir>/model)")
+    p.add_argument("--data", help="data file in the model task's format (e.g. cmn.txt for translate)")
+    p.add_argument("--direction", choices=["zh-en", "en-zh"], help="translation models: which way")
     p.add_argument("--max-batches", type=int)
     p = add_verb(verbs, "generate", cmd_generate, "sample text from an exported model", recipe=False, cluster=False)
     p.add_argument("model", help="exported model directory")
