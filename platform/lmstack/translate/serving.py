@@ -1,0 +1,33 @@
+"""Loading an exported translation model once per process, for predict, evaluate and Ray Serve."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from typing import Any
+
+MODEL_MANIFEST = "lmstack_model.json"
+
+
+def lineage(model_dir: str) -> dict[str, Any]:
+    path = os.path.join(model_dir, MODEL_MANIFEST)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: not an exported lmstack model directory")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+@functools.lru_cache(maxsize=4)
+def load(model_dir: str):
+    """(model, tokenizer, max_length) of an exported translate model, in eval mode."""
+    import torch
+    from transformers import MarianMTModel
+
+    from lmstack.data.tokenizer import load_tokenizer
+
+    model = MarianMTModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+    model.eval()
+    tok = load_tokenizer(model_dir)
+    max_length = int(model.config.max_position_embeddings) - 2
+    return model, tok, max_length
