@@ -146,7 +146,8 @@ class Distillation:
         s, target = self._logits(model, batch)
         with torch.no_grad():
             t, _ = self._logits(teacher, batch)
-        hard = F.cross_entropy(s.float(), target)
+        # classify's balanced class weights ride on the student as a buffer (lmstack.transfer.models)
+        hard = F.cross_entropy(s.float(), target, weight=getattr(core, "lmstack_class_weights", None))
         T = self.cfg.temperature
         kl = soft_kl(s, t, T)
         if not model.training:
@@ -157,11 +158,11 @@ class Distillation:
         a = self.cfg.alpha
         return a * T * T * kl + (1 - a) * hard, s.shape[0]
 
-    def metrics(self, loss_sum: float, count: int, info: dict[str, Any]) -> dict[str, float]:
+    def metrics(self, loss_sum: float, count: int, info: dict[str, Any], **extra: Any) -> dict[str, float]:
         kl = torch.tensor([self._kl_sum, float(self._kl_rows)], dtype=torch.float64, device=self._device)
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             torch.distributed.all_reduce(kl)  # every rank calls metrics() after the loop's own all-reduce
         self._kl_sum, self._kl_rows = 0.0, 0
-        figures = dict(self.base.metrics(loss_sum, count, info))
+        figures = dict(self.base.metrics(loss_sum, count, info, **extra))  # extra: eval_counts' sums
         figures["val_kl"] = float(kl[0] / max(float(kl[1]), 1.0))
         return figures
