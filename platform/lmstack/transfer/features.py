@@ -47,14 +47,17 @@ class Embedder:
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         emb = embed_ids(self.model, np.stack(batch["input_ids"]), np.stack(batch["attention_mask"]), self.pooling)
-        return {"embedding": list(emb), "labels": batch["labels"]}
+        rest = {k: v for k, v in batch.items() if k not in ("input_ids", "attention_mask")}
+        return {"embedding": list(emb), **rest}
 
 
-def embed_dataset(ds, model_dir: str, pooling: str, batch_size: int, actors: int) -> tuple[np.ndarray, np.ndarray]:
-    """(embeddings [N, H], labels [N]) of a Ray Dataset with input_ids / attention_mask / labels."""
+def embed_dataset(ds, model_dir: str, pooling: str, batch_size: int, actors: int) -> tuple[np.ndarray, dict]:
+    """(embeddings [N, H], the other columns as arrays) of a Ray Dataset with input_ids / attention_mask."""
     import ray.data
 
-    out = ds.select_columns(["input_ids", "attention_mask", "labels"]).map_batches(
+    # Read first: an actor pool holding every CPU would leave none for the read tasks (deadlock).
+    src = ds.materialize()
+    out = src.map_batches(
         Embedder,
         fn_constructor_kwargs={"model_dir": model_dir, "pooling": pooling},
         batch_size=batch_size,
@@ -63,6 +66,6 @@ def embed_dataset(ds, model_dir: str, pooling: str, batch_size: int, actors: int
         num_cpus=1,
     )
     rows = out.take_all()
-    if not rows:
-        return np.zeros((0, 0), dtype=np.float32), np.zeros(0, dtype=np.int64)
-    return np.stack([r["embedding"] for r in rows]), np.asarray([r["labels"] for r in rows], dtype=np.int64)
+    cols = [k for k in (rows[0] if rows else {}) if k != "embedding"]
+    emb = np.stack([r["embedding"] for r in rows]) if rows else np.zeros((0, 0), dtype=np.float32)
+    return emb, {k: np.asarray([r[k] for r in rows]) for k in cols}

@@ -36,12 +36,6 @@ def ensure_prepared(recipe: Recipe, log=print) -> dict[str, Any]:
     return get_task("classify").prepare(recipe, log=log)
 
 
-def _split_dataset(recipe: Recipe, split: str):
-    from lmstack.tasks import get_task
-
-    return get_task("classify").datasets(recipe)[split]
-
-
 def _lineage(recipe: Recipe, info: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         "task": "classify",
@@ -52,6 +46,24 @@ def _lineage(recipe: Recipe, info: dict[str, Any], metrics: dict[str, Any]) -> d
         "from_model": recipe.finetune.from_model,
         "metrics": metrics,
     }
+
+
+def _embedding_input(recipe: Recipe):
+    """train + val examples with an is_val column, as one Ray Dataset."""
+    import ray.data
+
+    data_dir = recipe.data_dir()
+    cols = ["input_ids", "attention_mask", "labels"]
+    if recipe.data.folds:
+        k = recipe.data.fold
+        ds = ray.data.read_parquet(runtime.join(data_dir, "cv"), columns=[*cols, "fold"])
+        return ds.map_batches(lambda b: {**{c: b[c] for c in cols}, "is_val": b["fold"] == k}, batch_format="numpy")
+    paths = [runtime.join(data_dir, s) for s in ("train", "val")]
+    ds = ray.data.read_parquet(paths, columns=cols, include_paths=True)
+    val_dir = paths[1].rstrip("/") + "/"
+    return ds.map_batches(lambda b: {**{c: b[c] for c in cols},
+                                     "is_val": np.asarray([val_dir in str(p) for p in b["path"]])},
+                          batch_format="numpy")
 
 
 def _val_frame(recipe: Recipe, split: str) -> tuple[list[str], np.ndarray]:
@@ -123,12 +135,15 @@ def run_sklearn(recipe: Recipe, info: dict[str, Any], log=print) -> dict[str, An
 
         from lmstack.transfer.features import embed_dataset, load_backbone
 
-        actors = ft.embed_actors or max(1, min(4, int(ray.available_resources().get("CPU", 1))))
+        # One CPU stays free for Ray Data's own tasks.
+        actors = ft.embed_actors or max(1, min(4, int(ray.cluster_resources().get("CPU", 1)) - 1))
         t0 = time.time()
-        x_tr, y_tr = embed_dataset(_split_dataset(recipe, "train"), ft.from_model, ft.pooling,
-                                   ft.embed_batch_size, actors)
-        x_va, y_va = embed_dataset(_split_dataset(recipe, "val"), ft.from_model, ft.pooling,
-                                   ft.embed_batch_size, actors)
+        # One pass over every example (one actor pool start-up); the split comes back as a column.
+        emb, cols = embed_dataset(_embedding_input(recipe), ft.from_model, ft.pooling, ft.embed_batch_size,
+                                  actors)
+        is_val = cols["is_val"].astype(bool)
+        x_tr, y_tr = emb[~is_val], cols["labels"][~is_val].astype(np.int64)
+        x_va, y_va = emb[is_val], cols["labels"][is_val].astype(np.int64)
         extra["embed_s"] = round(time.time() - t0, 2)
         clf, mean, scale = heads.fit(ft.classifier, x_tr, y_tr, recipe.train.seed, balanced, standardize=True)
         pred = clf.predict(x_va)
