@@ -47,8 +47,12 @@ def cmd_cluster(args: argparse.Namespace) -> None:
     from lmstack.cluster import local
 
     if args.cluster_verb == "up":
+        autoscaling = None
+        if args.autoscale_max:
+            autoscaling = local.Autoscaling(worker_cpus=args.worker_cpus, max_workers=args.autoscale_max,
+                                            idle_timeout_s=args.idle_timeout_s, object_store_mb=args.object_store_mb)
         c = local.up(args.workers, args.state_dir, head_cpus=args.head_cpus, worker_cpus=args.worker_cpus,
-                     object_store_mb=args.object_store_mb)
+                     object_store_mb=args.object_store_mb, autoscaling=autoscaling)
         print_json(local.status(c.state_dir))
         env = " ".join(f"{k}={v}" for k, v in c.env().items())
         print(f"# ray.init: RAY_ADDRESS={c.address} {env}\n"
@@ -93,4 +97,7 @@ def register(verbs) -> None:
             q.add_argument("--head-cpus", type=float, default=1)
             q.add_argument("--worker-cpus", type=float, default=1, help="logical CPUs per worker node")
             q.add_argument("--object-store-mb", type=int, default=150)
+            q.add_argument("--autoscale-max", type=int, default=0, metavar="N",
+                           help="also let Ray's autoscaler add up to N worker nodes on demand (fake provider)")
+            q.add_argument("--idle-timeout-s", type=float, default=60, help="autoscaled nodes idle this long go")
         q.set_defaults(fn=cmd_cluster)

@@ -45,6 +45,42 @@ class NodeExited(RuntimeError):
 
 
 @dataclass
+class Autoscaling:
+    """Worker nodes the autoscaler adds on demand and removes when idle (Ray's fake multi-node
+    provider: each added node is a Ray node on this machine, started by the head's autoscaler)."""
+
+    worker_cpus: float = 1
+    min_workers: int = 0
+    max_workers: int = 2
+    idle_timeout_s: float = 10
+    object_store_mb: int = 150
+
+    def config(self, head_cpus: float, gcs_address: str) -> dict[str, Any]:
+        """A `ray up`-style cluster config for the fake provider (the one AutoscalingCluster would
+        write; its example.yaml template is not shipped in the wheel)."""
+        return {
+            "cluster_name": "lmstack-local",
+            "max_workers": self.max_workers,
+            "provider": {"type": "fake_multinode", "use_node_id_as_ip": True, "disable_node_updaters": True,
+                         "disable_launch_config_check": True, "gcs_address": gcs_address},
+            "available_node_types": {
+                "ray.head.default": {"resources": {"CPU": head_cpus}, "node_config": {}, "max_workers": 0},
+                "ray.worker.cpu": {
+                    "resources": {"CPU": self.worker_cpus, "object_store_memory": self.object_store_mb * 2**20},
+                    "node_config": {}, "min_workers": self.min_workers, "max_workers": self.max_workers,
+                },
+            },
+            "head_node_type": "ray.head.default",
+            "idle_timeout_minutes": self.idle_timeout_s / 60,
+            "upscaling_speed": 1.0,
+            "auth": {}, "docker": {}, "file_mounts": {}, "cluster_synced_files": [],
+            "file_mounts_sync_continuously": False, "rsync_exclude": [], "rsync_filter": [],
+            "initialization_commands": [], "setup_commands": [], "head_setup_commands": [],
+            "worker_setup_commands": [], "head_start_ray_commands": [], "worker_start_ray_commands": [],
+        }
+
+
+@dataclass
 class Node:
     role: str  # head | worker
     pid: int  # the `ray start --block` process; its session/process group id is the same number
@@ -78,6 +114,18 @@ class LocalCluster:
     def alive(self) -> list[Node]:
         return [n for n in self.nodes if _alive(n)]
 
+    def raylet_count(self) -> int:
+        """Ray nodes running now, counted by their raylet processes: the recorded nodes plus any the
+        autoscaler added (those descend from the head). Needs no connection to the cluster."""
+        count = 0
+        for node in self.nodes:
+            for p in _node_processes(node):
+                try:
+                    count += p.name() == "raylet" and p.status() != "zombie"
+                except Exception:  # noqa: BLE001 - psutil.Error: it exited while we looked
+                    continue
+        return count
+
     def save(self) -> None:
         path = os.path.join(self.state_dir, STATE_FILE)
         tmp = path + ".tmp"
@@ -102,7 +150,7 @@ class LocalCluster:
                               ["--address", self.gcs_address], timeout)
 
     def _add_node(self, role: str, num_cpus: float, resources: dict[str, float], object_store_mb: int,
-                  extra: list[str], timeout: float) -> Node:
+                  extra: list[str], timeout: float, env: dict[str, str] | None = None) -> Node:
         # On a loaded machine a raylet can give up waiting for its agents (about 15 s, not
         # configurable) and exit: the node is then started again.
         attempts = 5
@@ -111,7 +159,7 @@ class LocalCluster:
                 time.sleep(5 * attempt)  # let a load spike pass
             index = len(self.nodes) + 100 * attempt
             node = _start_node(self.state_dir, self.temp_dir, role, num_cpus, resources, object_store_mb,
-                               extra, index)
+                               extra, index, env)
             self.nodes.append(node)
             self.save()
             try:
@@ -152,8 +200,13 @@ def auth_headers(state_dir: str) -> dict[str, str]:
 
 
 def up(workers: int = 2, state_dir: str | None = None, head_cpus: float = 1, worker_cpus: float = 1,
-       object_store_mb: int = 150, timeout: float = 120) -> LocalCluster:
-    """Start a head and `workers` worker nodes; returns once every node has joined."""
+       object_store_mb: int = 150, timeout: float = 120, autoscaling: Autoscaling | None = None) -> LocalCluster:
+    """Start a head and `workers` worker nodes; returns once every node has joined.
+
+    With `autoscaling`, the head also runs Ray's autoscaler, which adds worker nodes while tasks or
+    actors wait for resources and removes them after `idle_timeout_s` idle. Their processes descend
+    from the head's, so `down` stops them with it.
+    """
     state_dir = os.path.abspath(state_dir_or_default(state_dir))
     if os.path.exists(os.path.join(state_dir, STATE_FILE)):
         existing = LocalCluster.load(state_dir)
@@ -167,11 +220,18 @@ def up(workers: int = 2, state_dir: str | None = None, head_cpus: float = 1, wor
     temp_dir = tempfile.mkdtemp(prefix="lmsc-", dir="/tmp")
     gcs_port, dash_port, client_port = _free_ports(3)
     cluster = LocalCluster(state_dir, temp_dir, f"127.0.0.1:{gcs_port}", f"http://127.0.0.1:{dash_port}", [])
+    head_args, head_env = [], {}
+    if autoscaling is not None:
+        config_path = os.path.join(state_dir, "autoscaling.json")
+        with open(config_path, "w") as f:
+            json.dump(autoscaling.config(head_cpus, cluster.gcs_address), f, indent=2)
+        head_args = ["--autoscaling-config", config_path]
+        head_env = {"RAY_FAKE_CLUSTER": "1", "AUTOSCALER_UPDATE_INTERVAL_S": "1"}
     try:
         cluster._add_node("head", head_cpus, {}, object_store_mb, [
             "--head", "--port", str(gcs_port), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash_port),
-            "--ray-client-server-port", str(client_port), "--include-dashboard", "true",
-        ], timeout)
+            "--ray-client-server-port", str(client_port), "--include-dashboard", "true", *head_args,
+        ], timeout, head_env)
         for _ in range(workers):
             cluster.add_worker(worker_cpus, object_store_mb=object_store_mb, timeout=timeout)
         _wait_for_dashboard(cluster, timeout)
@@ -197,6 +257,7 @@ def status(state_dir: str | None = None) -> dict[str, Any]:
         "state_dir": cluster.state_dir,
         "nodes": [{"role": n.role, "pid": n.pid, "num_cpus": n.num_cpus, "alive": _alive(n), "log": n.log}
                   for n in cluster.nodes],
+        "ray_nodes_running": cluster.raylet_count(),  # includes nodes the autoscaler added
         "env": cluster.env(),
     }
 
@@ -208,7 +269,8 @@ def _ray_bin() -> str:
 
 
 def _start_node(state_dir: str, temp_dir: str, role: str, num_cpus: float, resources: dict[str, float],
-                object_store_mb: int, extra: list[str], index: int) -> Node:
+                object_store_mb: int, extra: list[str], index: int, extra_env: dict[str, str] | None = None
+                ) -> Node:
     ports = _free_ports(6)
     # A temp dir per node: nodes sharing one would share runtime_resources/, and a worker node
     # unpacking a job's working_dir would replace the directory a running driver is in.
@@ -223,7 +285,7 @@ def _start_node(state_dir: str, temp_dir: str, role: str, num_cpus: float, resou
     ]
     if resources:
         cmd += ["--resources", json.dumps(resources)]
-    env = {**os.environ, **_SLOW_MACHINE_ENV, **cluster_env(state_dir)}
+    env = {**os.environ, **_SLOW_MACHINE_ENV, **cluster_env(state_dir), **(extra_env or {})}
     # Job entrypoints say `python`: on these nodes it is this interpreter (the project's venv).
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     for key in ("RAY_ADDRESS", "RAY_AUTH_TOKEN"):
