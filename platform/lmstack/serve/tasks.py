@@ -14,6 +14,7 @@ from typing import Any
 
 TASK_MODULES = {
     "lm": "lmstack.serve.lm",
+    "classify": "lmstack.serve.classify",
 }
 
 
