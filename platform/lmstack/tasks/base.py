@@ -15,7 +15,10 @@ class Task(Protocol):
     - `select_metric: tuple[str, str]` (metric, "min"|"max") that picks the exported checkpoint
       (default ("val_loss", "min"));
     - `param_groups(model, recipe) -> list[dict]` optimizer groups (default: decay / no-decay);
-    - `export_model(model, out_dir)` writes the exported weights (default `save_pretrained`).
+    - `export_model(model, out_dir)` writes the exported weights (default `save_pretrained`); with it,
+      checkpoints also keep the training module's own weights for resume;
+    - `eval_counts(model, batch) -> np.ndarray` per validation batch (e.g. a flattened confusion
+      matrix); the loop sums them over batches and workers and calls `metrics(..., counts=summed)`.
     """
 
     name: str
