@@ -1,0 +1,195 @@
+"""Translation task: TSV reader, leak-free split, a tiny Marian model trained on Ray, decoding, CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+import torch
+
+from lmstack.config import RecipeError, validate_recipe
+from lmstack.translate import data as tdata
+
+# A deterministic word-substitution "language": every English word has one Chinese character.
+LEXICON = {
+    "tom": "汤", "mary": "玛", "cat": "猫", "dog": "狗", "eats": "吃", "sees": "看", "big": "大",
+    "small": "小", "red": "红", "fish": "鱼", "book": "书", "reads": "读", "likes": "喜", "the": "这",
+    "old": "老", "new": "新",
+}
+BROKEN = [
+    "just english and no tab at all",
+    "\t空的英文。\tCC-BY",
+    "Too\tmany\tfields\there",
+    "No Chinese here.\tnot chinese either\tCC-BY",
+]
+
+
+def synthetic_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    rng = random.Random(seed)
+    words = sorted(LEXICON)
+    seen, pairs = set(), []
+    while len(pairs) < n:
+        sent = [rng.choice(words) for _ in range(rng.randint(3, 6))]
+        if tuple(sent) in seen:
+            continue
+        seen.add(tuple(sent))
+        pairs.append((" ".join(sent) + ".", "".join(LEXICON[w] for w in sent) + "。"))
+    return pairs
+
+
+def write_corpus(path: Path, n: int = 400) -> dict[str, int]:
+    lines = [f"{en}\t{zh}\tCC-BY 2.0 (France) Attribution: synthetic #{i}" for i, (en, zh) in
+             enumerate(synthetic_pairs(n))]
+    lines.insert(5, "tom sees the cat.    汤看这猫。\tCC-BY 2.0 (France) Attribution: spaces for the tab")
+    broken_at = {}
+    for k, raw in enumerate(BROKEN):
+        at = 20 + 7 * k
+        lines.insert(at, raw)
+        broken_at[raw] = at + 1  # 1-based line numbers
+    lines.append(lines[10])  # an exact duplicate pair
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return broken_at
+
+
+def recipe_for(tmp: Path, data: Path, **train):
+    return validate_recipe({
+        "name": "tiny_translate",
+        "task": "translate",
+        "run_dir": str(tmp / "run"),
+        "data": {"paths": [str(data)]},
+        "tokenizer": {"vocab_size": 300},
+        "translate": {"directions": ["zh-en"], "zh_tokens": "char", "max_length": 16, "test_size": 40,
+                      "val_size": 40, "decode": {"num_beams": 4, "max_new_tokens": 16}},
+        "model": {"n_layer": 2, "n_head": 4, "n_embd": 128, "intermediate_size": 256, "dropout": 0.0},
+        "train": {"num_workers": 1, "batch_size": 32, "max_steps": 300, "lr": 3e-3, "min_lr": 1e-3,
+                  "warmup_steps": 30, "weight_decay": 0.0, "eval_every": 150, "eval_batches": 4,
+                  "log_every": 75, "keep_checkpoints": 1, **train},
+    }, "test")
+
+
+@pytest.fixture(scope="module")
+def trained(ray_cluster, tmp_path_factory):
+    from lmstack.tasks import get_task
+    from lmstack.train.trainer import train
+
+    tmp = tmp_path_factory.mktemp("translate")
+    corpus = tmp / "pairs.txt"
+    broken_at = write_corpus(corpus)
+    recipe = recipe_for(tmp, corpus)
+    manifest = get_task("translate").prepare(recipe, log=lambda *a: None)
+    summary = train(recipe, log=lambda *a: None)
+    return {"recipe": recipe, "manifest": manifest, "summary": summary, "broken_at": broken_at,
+            "data_dir": Path(recipe.data_dir()), "model_dir": summary["model_dir"], "tmp": tmp}
+
+
+def test_reader_recovers_space_for_tab_and_sets_broken_lines_aside():
+    good = "Ask Tom.    去问汤姆。\tCC-BY 2.0 (France) Attribution: tatoeba.org #1954263 (CK)"
+    assert tdata.parse_line(good) == ("Ask Tom.", "去问汤姆。")
+    assert tdata.parse_line("We try. 我们来试试。\tCC-BY") == ("We try.", "我们来试试。")
+    assert tdata.parse_line("Hi.\t嗨。\tCC-BY") == ("Hi.", "嗨。")
+    assert tdata.parse_line("Hi.\t嗨。") == ("Hi.", "嗨。")  # no attribution column
+    pairs, rejects = tdata.read_pairs("f.txt", [good, *BROKEN, ""])
+    assert [p["line"] for p in pairs] == [1]
+    assert [(r["source"], r["line"]) for r in rejects] == [("f.txt", n) for n in range(2, 7)]
+    assert all(r["reason"] for r in rejects)
+    assert rejects[-1]["reason"] == "empty line"
+
+
+def test_recipe_needs_translate_section():
+    with pytest.raises(RecipeError, match="translate"):
+        validate_recipe({"name": "x", "task": "translate", "data": {"paths": ["a"]}}, "r.yaml")
+
+
+def test_noise_is_deterministic_and_keeps_a_token():
+    from lmstack.translate.augment import noisy
+
+    a = noisy("the old cat reads the new book", "en", random.Random(1), 0.3, 0.3, 0.3)
+    b = noisy("the old cat reads the new book", "en", random.Random(1), 0.3, 0.3, 0.3)
+    assert a == b and a != "the old cat reads the new book"
+    assert noisy("猫", "zh", random.Random(0), 0.99, 0.0, 0.0) == "猫"
+
+
+def test_prepare_counts_rejects_and_holds_out_test(trained):
+    manifest, data_dir = trained["manifest"], trained["data_dir"]
+    assert manifest["records"]["rejected"] == len(BROKEN)
+    assert manifest["records"]["duplicates"] == 1
+    rejects = [json.loads(x) for x in (data_dir / "rejects" / "rejects.jsonl").read_text().splitlines()]
+    assert sorted(r["line"] for r in rejects) == sorted(trained["broken_at"].values())
+    assert all(r["source"].endswith("pairs.txt") and r["reason"] for r in rejects)
+    train_pairs, _ = tdata.read_pairs("train", (data_dir / "train.tsv").read_text().splitlines())
+    test_pairs, _ = tdata.read_pairs("test", (data_dir / "test.tsv").read_text().splitlines())
+    assert len(test_pairs) == 40 and manifest["splits"]["test"]["rows"] == 40
+    assert ("tom sees the cat.", "汤看这猫。") in {(p["en"], p["zh"]) for p in train_pairs + test_pairs} | {
+        (p["en"], p["zh"]) for p in tdata.read_pairs("v", (data_dir / "val.tsv").read_text().splitlines())[0]}
+    train_sides = {p["en"] for p in train_pairs} | {p["zh"] for p in train_pairs}
+    assert not any(p["en"] in train_sides or p["zh"] in train_sides for p in test_pairs)
+
+
+def test_tiny_model_learns_bleu_above_floor(trained):
+    from lmstack.tasks.translate import evaluate_file
+    from lmstack.translate.decode import translate
+    from lmstack.translate.metrics import score
+    from lmstack.translate.model import build_seq2seq
+    from lmstack.translate.serving import load
+
+    test_file = str(trained["data_dir"] / "test.tsv")
+    result = evaluate_file(trained["model_dir"], test_file, num_beams=1)
+    pairs, _ = tdata.read_pairs(test_file)
+    torch.manual_seed(0)
+    untrained = build_seq2seq(trained["recipe"].model, trained["manifest"])
+    _, tok, max_length = load(trained["model_dir"])
+    hyps = translate(untrained, tok, [p["zh"] for p in pairs], "zh-en", num_beams=1, max_new_tokens=16,
+                     max_length=max_length)
+    before = score(hyps, [p["en"] for p in pairs], "en")
+    assert result["pairs"] == 40
+    assert result["bleu"] > 40.0, result
+    assert result["bleu"] > before["bleu"] + 30.0, (before, result)
+    assert result["chrf"] > before["chrf"] + 20.0, (before, result)
+
+
+def test_beam_search_returns_its_highest_scoring_beam(trained):
+    from lmstack.translate.decode import beams, sequence_score, translate
+    from lmstack.translate.serving import load
+
+    model, tok, max_length = load(trained["model_dir"])
+    pairs, _ = tdata.read_pairs("t", (trained["data_dir"] / "test.tsv").read_text().splitlines())
+    for p in pairs[:3]:
+        for lp in (1.0, 0.0):
+            found = beams(model, tok, p["zh"], "zh-en", num_beams=4, length_penalty=lp, max_new_tokens=16)
+            assert len(found) == 4
+            # Rescore every returned beam independently (teacher forcing) with the same length penalty.
+            rescored = [sequence_score(model, tok, p["zh"], "zh-en", b["ids"], lp) for b in found]
+            for b, s in zip(found, rescored, strict=True):
+                assert b["score"] == pytest.approx(s, abs=1e-3)
+            assert max(range(4), key=lambda i: rescored[i]) == 0
+            best = translate(model, tok, [p["zh"]], "zh-en", num_beams=4, length_penalty=lp, max_new_tokens=16)
+            assert best == [found[0]["text"]]
+
+
+def test_predict_and_evaluate_round_trip_through_cli(trained, tmp_path):
+    from lmstack.cli import main
+
+    model_dir = trained["model_dir"]
+    test_file = trained["data_dir"] / "test.tsv"
+    sources = [line.split("\t")[1] for line in test_file.read_text(encoding="utf-8").splitlines()[:5]]
+    inp, out = tmp_path / "in.txt", tmp_path / "out" / "pred.jsonl"
+    inp.write_text("\n".join(sources) + "\n", encoding="utf-8")
+    assert main(["predict", "--model", model_dir, "--input", str(inp), "--output", str(out),
+                 "--direction", "zh-en"]) == 0
+    rows = [json.loads(x) for x in out.read_text(encoding="utf-8").splitlines()]
+    assert [r["source"] for r in rows] == sources
+    assert all(r["direction"] == "zh-en" and r["translation"] for r in rows)
+
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["evaluate", "--model", model_dir, "--data", str(test_file)]) == 0
+    metrics = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert set(metrics) >= {"bleu", "chrf"} and metrics["pairs"] == 40
+    assert metrics["bleu"] > 40.0
+    # Bad input is one line on stderr, exit 2, not a traceback.
+    assert main(["evaluate", "--model", model_dir, "--data", str(tmp_path / "missing.tsv")]) == 2
+    assert main(["predict", "--model", str(tmp_path), "--input", str(inp), "--output", str(out)]) == 2
