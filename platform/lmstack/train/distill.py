@@ -7,6 +7,7 @@ and writes a summary.json with the keys every finetune run has (strategy "distil
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
@@ -38,6 +39,9 @@ def distill(recipe: Recipe, log=print) -> dict[str, Any]:
     if recipe.distill is None:
         raise RecipeError(f"recipe {recipe.name!r}: `lmstack distill` needs a distill section (teacher: DIR)")
     started = time.time()
+    # Train workers need not share the driver's working directory: give them an absolute path.
+    recipe = recipe.model_copy(deep=True)
+    recipe.distill.teacher = os.path.abspath(recipe.distill.teacher)
     info = _ensure_prepared(recipe, log)
     check_teacher(recipe, info)  # a mismatched tokenizer fails here, before any worker starts
     summary = train(recipe, log=log)  # the generic loop picks Distillation through tasks.task_for
