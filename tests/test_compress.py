@@ -143,3 +143,32 @@ def test_cli_compress_and_bad_input(tmp_path, capsys):
     with pytest.raises(SystemExit):  # int8 of an int8 directory
         main(["compress", "--model", str(tmp_path / "q"), "--method", "int8", "--output", str(tmp_path / "qq")])
     assert "already int8" in capsys.readouterr().err
+
+
+def test_measured_on_a_prepared_classify_split(tmp_path):
+    """--data may be a prepared split (padded input_ids + attention_mask + labels, as classify writes it)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    src = gpt2_classifier(tmp_path / "clf")
+    tok = char_tokenizer(ALPHABET)
+    rows = [tok(t, add_special_tokens=False)["input_ids"] for t in texts(24)]
+    ids = np.full((24, 32), 28, dtype=np.int32)
+    mask = np.zeros((24, 32), dtype=np.int8)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    (tmp_path / "val").mkdir()
+    pq.write_table(pa.table({
+        "input_ids": pa.FixedSizeListArray.from_arrays(pa.array(ids.ravel()), 32),
+        "attention_mask": pa.FixedSizeListArray.from_arrays(pa.array(mask.ravel()), 32),
+        "labels": pa.array([i % 3 for i in range(24)], pa.int64()),
+    }), tmp_path / "val" / "part-00000.parquet")
+    rep = compress(src, "prune", str(tmp_path / "p"), amount=0.5, data=str(tmp_path / "val"), runs=2, log=quiet)
+    assert rep["data_rows"] == 24 and rep["rejected"] == 0
+    assert rep["original"]["latency"]["batch_shape"] == [8, max(len(r) for r in rows[:8])]
+    # The original's figures equal a direct computation with the unpadded rows.
+    model = load_model(src)
+    with torch.no_grad():
+        preds = [int(model(input_ids=torch.tensor([r])).logits.argmax()) for r in rows]
+    assert rep["original"]["accuracy"] == pytest.approx(sum(p == i % 3 for i, p in enumerate(preds)) / 24)
