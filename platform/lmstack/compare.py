@@ -67,7 +67,7 @@ def load_run(path: str, metric: str) -> dict[str, Any]:
         trainable = _trainable_from_dir(model_dir)
     return {
         "run": name,
-        "strategy": s.get("strategy") or {"train": "pretrain"}.get(s.get("verb"), s.get("verb")),
+        "strategy": s.get("strategy") or s.get("verb"),  # a plain `lmstack train` run: "train"
         "metric": s.get(metric),
         "trainable_params": trainable,
         "train_time_s": s.get("wall_time_s"),
