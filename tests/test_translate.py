@@ -193,3 +193,42 @@ def test_predict_and_evaluate_round_trip_through_cli(trained, tmp_path):
     # Bad input is one line on stderr, exit 2, not a traceback.
     assert main(["evaluate", "--model", model_dir, "--data", str(tmp_path / "missing.tsv")]) == 2
     assert main(["predict", "--model", str(tmp_path), "--input", str(inp), "--output", str(out)]) == 2
+
+
+def test_served_translations_match_predict_over_http(trained):
+    import socket
+
+    import requests
+    from ray import serve
+
+    from lmstack.serve.app import deploy
+    from lmstack.tasks import get_task
+
+    model_dir = trained["model_dir"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    deploy({"models": [{"name": "zh2en", "path": model_dir, "version": "v1", "num_cpus": 0.5}],
+            "feedback_dir": str(trained["tmp"] / "feedback")}, port=port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        pairs, _ = tdata.read_pairs("t", (trained["data_dir"] / "test.tsv").read_text().splitlines())
+        texts = [p["zh"] for p in pairs[:4]]
+        expected = get_task("translate").predict(model_dir, texts, num_beams=2)
+        r = requests.post(f"{base}/v1/translate", json={"model": "zh2en", "input": texts, "num_beams": 2},
+                          timeout=120)
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "translation" and body["version"] == "v1"
+        assert [d["translation"] for d in body["data"]] == [e["translation"] for e in expected]
+        one = requests.post(f"{base}/v1/translate", json={"model": "zh2en", "input": texts[0]}, timeout=120)
+        assert one.status_code == 200 and one.json()["data"][0]["direction"] == "zh-en"
+        wrong = requests.post(f"{base}/v1/translate", json={"model": "zh2en", "input": "tom.", "direction": "en-zh"},
+                              timeout=120)
+        assert wrong.status_code == 400 and "direction" in wrong.json()["error"]["message"]
+        empty = requests.post(f"{base}/v1/translate", json={"model": "zh2en", "input": " "}, timeout=60)
+        assert empty.status_code == 400
+        models = requests.get(f"{base}/v1/models", timeout=60).json()["data"]
+        assert [(m["id"], m["task"]) for m in models] == [("zh2en", "translate")]
+    finally:
+        serve.shutdown()
