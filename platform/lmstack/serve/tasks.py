@@ -15,6 +15,7 @@ from typing import Any
 TASK_MODULES = {
     "lm": "lmstack.serve.lm",
     "classify": "lmstack.serve.classify",
+    "translate": "lmstack.serve.translate",
 }
 
 
