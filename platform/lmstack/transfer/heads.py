@@ -85,9 +85,10 @@ def save_head(out_dir: str, kind: str, clf, labels: list[str], mean=None, scale=
     servable = kind in ("logreg", "svm")
     if servable:
         coef, intercept = linear_params(clf, len(labels), mean, scale)
-        tensors = {"coef": coef, "intercept": intercept}
+        # C order: safetensors writes the raw buffer, and sklearn may hand back Fortran-ordered arrays.
+        tensors = {"coef": np.ascontiguousarray(coef), "intercept": np.ascontiguousarray(intercept)}
         if vectorizer is not None and hasattr(vectorizer, "idf_"):
-            tensors["idf"] = np.asarray(vectorizer.idf_, dtype=np.float64)
+            tensors["idf"] = np.ascontiguousarray(vectorizer.idf_, dtype=np.float64)
         save_file(tensors, os.path.join(out_dir, HEAD_FILE))
     else:
         info["not_servable"] = "a random forest has no pickle-free form here; only its metrics are kept"

@@ -103,7 +103,7 @@ def prepare_classify(recipe: Recipe, log=print) -> dict[str, Any]:
         if recipe.tokenizer.kind == "pretrained" and path and os.path.exists(os.path.join(path, "config.json")):
             # A model directory's tokenizer: keep within that model's context as well.
             max_length = min(max_length, model_context(path) or max_length)
-    tok_dir = runtime.join(out_dir, "tokenizer")
+    tok_dir = runtime.join(out_dir if runtime.is_uri(out_dir) else os.path.abspath(out_dir), "tokenizer")
     _save_tokenizer(tok, tok_dir)
 
     counts: dict[str, dict[str, int]] = {}

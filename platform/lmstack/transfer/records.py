@@ -22,6 +22,7 @@ from lmstack.config import ClassifyConfig
 from lmstack.data.read import list_files
 
 DIR_LABEL = "@dir"
+READABLE = (".json", ".jsonl", ".ndjson", ".csv", ".parquet")
 
 
 @dataclass
@@ -115,8 +116,11 @@ def read_records(paths: list[str], cfg: ClassifyConfig, fmt: str = "auto", max_f
     """Every labelled example of `paths` (files, folders, globs); the rest, counted, in rejects."""
     fields = [cfg.text_field] if isinstance(cfg.text_field, str) else list(cfg.text_field)
     out = Records()
-    files = [f for f in list_files(paths, fmt, max_files) if not f.lower().endswith((".md", ".txt"))]
-    for path in files:
+    for path in list_files(paths, fmt, max_files):
+        if not path.lower().removesuffix(".gz").endswith(READABLE):
+            # Beside the data (README, LICENSE): counted as one reject per file, never read as records.
+            out.reject(path, None, "unsupported file type (json, jsonl, csv, parquet are read)")
+            continue
         for i, row in _rows(path, out):
             if not isinstance(row, dict):
                 out.reject(path, i, "record is not an object", row)

@@ -186,8 +186,22 @@ def _head_params(clf) -> int:
     return int(sum(t.tree_.node_count for t in getattr(clf, "estimators_", [])))  # forest: tree nodes
 
 
+def absolute_paths(recipe: Recipe) -> Recipe:
+    """Local paths made absolute: Ray workers do not share the driver's working directory."""
+    raw = recipe.model_dump(mode="json")
+    if raw["finetune"]["from_model"] and not runtime.is_uri(raw["finetune"]["from_model"]):
+        raw["finetune"]["from_model"] = os.path.abspath(raw["finetune"]["from_model"])
+    for section, key in (("data", "output"), ("tokenizer", "path"), (None, "run_dir")):
+        node = raw[section] if section else raw
+        value = node.get(key) or (recipe.resolved_run_dir() if key == "run_dir" else None)
+        if value and not runtime.is_uri(value):
+            node[key] = os.path.abspath(value)
+    return Recipe.model_validate(raw)
+
+
 def finetune(recipe: Recipe, log=print) -> dict[str, Any]:
     """Prepare if needed, run the recipe's strategy, write summary.json."""
+    recipe = absolute_paths(recipe)
     info = ensure_prepared(recipe, log=log)
     if recipe.finetune.strategy in SKLEARN_STRATEGIES:
         return run_sklearn(recipe, info, log=log)
