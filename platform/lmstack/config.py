@@ -195,6 +195,7 @@ class TuneConfig(Section):
     grace_period: int | None = Field(None, ge=1)  # steps before ASHA/median may stop (default eval_every)
     reduction_factor: int = Field(2, ge=2)  # ASHA
     perturbation_interval: int | None = Field(None, ge=1)  # PBT, in steps (default eval_every)
+    quantile_fraction: float = Field(0.25, gt=0, le=0.5)  # PBT: the bottom share copies the top share
     # k-fold cross-validation: a trial trains once per fold of data.folds and scores the mean of the
     # folds' best metric. A trial reports only when every fold is done, so no scheduler applies.
     cross_validation: bool = False

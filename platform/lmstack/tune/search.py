@@ -67,6 +67,7 @@ def make_scheduler(recipe: Recipe) -> Any:
             time_attr=TIME_ATTR,
             perturbation_interval=cfg.perturbation_interval or train.eval_every,
             hyperparam_mutations=pbt_mutations(recipe),
+            quantile_fraction=cfg.quantile_fraction,
             synch=False,
         )
     from ray.tune.schedulers import FIFOScheduler
