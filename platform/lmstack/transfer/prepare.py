@@ -35,6 +35,16 @@ def model_context(model_dir: str) -> int | None:
     return getattr(cfg, "n_positions", None) or getattr(cfg, "max_position_embeddings", None)
 
 
+def prepare_hash(recipe: Recipe) -> str:
+    """What the prepared data depends on: data (folds, not the fold), tokenizer, classify, from_model."""
+    import hashlib
+
+    raw = recipe.model_dump(mode="json")
+    raw["data"].pop("fold", None)
+    key = {k: raw[k] for k in ("data", "tokenizer", "classify")} | {"from_model": raw["finetune"]["from_model"]}
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
 def class_weights(counts: list[int], mode: str) -> list[float]:
     """balanced: n / (C * n_c), scikit-learn's `class_weight="balanced"` (absent classes get 0)."""
     if mode == "none":
@@ -148,6 +158,7 @@ def prepare_classify(recipe: Recipe, log=print) -> dict[str, Any]:
         "folds": data.folds,
         "tokenizer": {"dir": tok_dir, "vocab_size": len(tok), "from_model": ft.from_model},
         "recipe_hash": recipe.fingerprint("data", "tokenizer"),
+        "prepare_hash": prepare_hash(recipe),
     }
     runtime.write_json(runtime.join(out_dir, "manifest.json"), manifest)
     log(f"prepared {recipe.name}: {examples_per_split} examples of {len(labels)} labels, "

@@ -27,12 +27,14 @@ quiet = lambda *_: None  # noqa: E731
 def ensure_prepared(recipe: Recipe, log=print) -> dict[str, Any]:
     """The prepared data's manifest; prepares (once) when missing or made for other folds."""
     from lmstack.tasks import get_task
+    from lmstack.transfer.prepare import prepare_hash
 
     path = runtime.join(recipe.data_dir(), "manifest.json")
     if runtime.exists(path):
         info = runtime.read_json(path)
-        if info.get("folds") == recipe.data.folds and info.get("task") == "classify":
+        if info.get("prepare_hash") == prepare_hash(recipe):
             return info
+        log(f"{path}: prepared from other data/tokenizer/classify settings: preparing again")
     return get_task("classify").prepare(recipe, log=log)
 
 
@@ -221,7 +223,8 @@ def kfold(recipe: Recipe, k: int, log=print) -> dict[str, Any]:
     import ray
 
     started = time.time()
-    run_dir = os.path.abspath(recipe.resolved_run_dir())
+    recipe = absolute_paths(recipe)  # the folds must agree on what was prepared (see ensure_prepared)
+    run_dir = recipe.resolved_run_dir()
     data_dir = recipe.data.output or os.path.join(run_dir, "data")
     base = fold_recipe(recipe, k, 0, data_dir, run_dir)
     ensure_prepared(base, log=log)
