@@ -3,9 +3,11 @@
 Runs, in one process on one Ray cluster: prepare poetry_scratch (the classify data + char tokenizer),
 pretrain the char LM poetry_lm on the training texts, then every strategy's recipe:
 scratch (same architecture, random init), full, freeze, lora, features, tfidf. Prints and writes
-runs/poetry_transfer/table.md with macro-F1, accuracy, trainable/total parameters and wall time.
+runs/poetry_transfer/table_<strategies>.md with macro-F1, accuracy, trainable/total parameters and wall time.
 
-    LMSTACK_DATA=../shared/datasets nice -n 10 .venv/bin/python benchmarks/poetry_transfer.py
+    LMSTACK_DATA=../shared/datasets nice -n 10 .venv/bin/python benchmarks/poetry_transfer.py [STRATEGY ...]
+
+Strategies given on the command line run alone (the LM is pretrained only if one of them needs it).
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ def main(only: list[str]) -> None:
         get_task("classify").prepare(scratch)
     lm = load_recipe(f"{RECIPES}/poetry_lm.yaml")
     lm_summary_path = os.path.join(lm.resolved_run_dir(), "summary.json")
-    if not os.path.exists(os.path.join(lm.resolved_run_dir(), "model", "config.json")):
+    needs_lm = any(load_recipe(f"{RECIPES}/poetry_{n}.yaml").finetune.from_model for n in only or STRATEGIES)
+    if needs_lm and not os.path.exists(os.path.join(lm.resolved_run_dir(), "model", "config.json")):
         t0 = time.time()
         get_task("lm").prepare(lm)
         lm_out = train(lm)
@@ -56,7 +59,7 @@ def main(only: list[str]) -> None:
     lm_info = json.load(open(lm_summary_path)) if os.path.exists(lm_summary_path) else {}
     out = os.path.join("runs", "poetry_transfer")
     os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, "table.md"), "w") as f:
+    with open(os.path.join(out, f"table_{'_'.join(only) if only else 'all'}.md"), "w") as f:
         f.write(table + f"\n\npretrained LM: {json.dumps(lm_info)}\ntotal wall time {time.time() - started:.0f} s\n")
 
 
