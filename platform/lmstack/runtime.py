@@ -36,8 +36,23 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **kwargs)
+        _start_local(num_cpus)
     _configure_data()
+
+
+def _start_local(num_cpus: int | None, attempts: int = 3) -> None:
+    """Start the embedded cluster. Ray gives a raylet a fixed 30 s to register; a heavily loaded
+    machine can miss that, and a second start then usually succeeds."""
+    import ray
+
+    for attempt in range(attempts):
+        try:
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+            return
+        except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for this
+            if "timed out during startup" not in str(err) or attempt == attempts - 1:
+                raise
+            ray.shutdown()  # stops the processes this attempt started
 
 
 def _configure_data() -> None:
