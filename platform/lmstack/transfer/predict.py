@@ -54,6 +54,9 @@ class _Transformers:
         out = []
         for i in range(0, len(texts), batch_size):
             ids, mask = encode(self.tok, texts[i:i + batch_size], self.max_length)
+            # Right padding past the batch's longest text changes nothing but the cost: drop it.
+            width = max(1, int(mask.sum(1).max()) if len(mask) else 1)
+            ids, mask = ids[:, :width], mask[:, :width]
             with torch.no_grad():
                 logits = self.model(input_ids=torch.as_tensor(ids, dtype=torch.long),
                                     attention_mask=torch.as_tensor(mask, dtype=torch.long)).logits
