@@ -1,11 +1,13 @@
-"""Load on /v1/completions over localhost: lmstack on Ray Serve with dynamic batching, the same
-without batching, and a plain FastAPI + transformers app (uvicorn, in a subprocess) doing the same
-work (same model, same greedy completion), from one run. Prints throughput and p50/p99 latency
-per variant, and the ratios.
+"""Load on /v1/completions or /v1/classify over localhost: lmstack on Ray Serve with dynamic
+batching, the same without batching, and a plain FastAPI + transformers app (uvicorn, in a
+subprocess) doing the same work (same model, same greedy completion or same classification), from
+one run. Prints throughput and p50/p99 latency per variant, and the ratios.
 
-    .venv/bin/python benchmarks/serve_load.py [--model DIR] [--concurrency 16] [--duration 20]
+    .venv/bin/python benchmarks/serve_load.py [--endpoint completions|classify] [--model DIR]
+        [--concurrency 32] [--duration 20]
 
-Without --model it builds a small random GPT-2 (char tokenizer, safetensors) in a temp directory.
+Without --model it builds a small random GPT-2 (char tokenizer, safetensors) in a temp directory:
+a causal LM for completions, a sequence classifier (3 labels) for classify.
 """
 
 from __future__ import annotations
@@ -57,19 +59,68 @@ PLAIN_APP = textwrap.dedent('''
 ''')
 
 
-def make_model(out: str, n_layer: int, n_embd: int) -> str:
+PLAIN_CLASSIFY_APP = textwrap.dedent('''
+    import sys, torch
+    from fastapi import FastAPI
+    from pydantic import BaseModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    torch.set_num_threads(1)  # the Serve replica gets 1 CPU too
+    path = sys.argv[1]
+    tok = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModelForSequenceClassification.from_pretrained(path, local_files_only=True,
+                                                               use_safetensors=True).eval()
+    labels = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    app = FastAPI()
+
+    class Req(BaseModel):
+        model: str
+        input: str
+
+    @app.post("/v1/classify")
+    def classify(req: Req):
+        ids = tok(req.input, return_tensors="pt", add_special_tokens=False)
+        with torch.no_grad():
+            probs = torch.softmax(model(**ids).logits[0], -1)
+        return {"data": [{"label": labels[int(probs.argmax())],
+                          "scores": dict(zip(labels, probs.tolist()))}]}
+
+    if __name__ == "__main__":
+        import uvicorn
+        uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
+''')
+
+ENDPOINTS = {
+    "completions": {"path": "/v1/completions", "deployment": "lm-bench", "app": PLAIN_APP},
+    "classify": {"path": "/v1/classify", "deployment": "classify-bench", "app": PLAIN_CLASSIFY_APP},
+}
+TEXT = "The quick brown fox jumps over the lazy dog while the river runs past the old mill"
+
+
+def request_body(endpoint: str, max_tokens: int) -> dict:
+    if endpoint == "classify":
+        return {"model": "bench", "input": TEXT}
+    return {"model": "bench", "prompt": "The quick brown fox ", "max_tokens": max_tokens, "temperature": 0}
+
+
+def make_model(out: str, n_layer: int, n_embd: int, endpoint: str = "completions") -> str:
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
 
     from lmstack.data.tokenizer import char_tokenizer
 
     torch.manual_seed(0)
     tok = char_tokenizer(string.printable)
     eos = tok.eos_token_id
+    labels = {"num_labels": 3, "id2label": {0: "a", 1: "b", 2: "c"}} if endpoint == "classify" else {}
     cfg = GPT2Config(vocab_size=len(tok), n_positions=256, n_embd=n_embd, n_layer=n_layer, n_head=4,
-                     bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
-    GPT2LMHeadModel(cfg).save_pretrained(out, safe_serialization=True)
+                     bos_token_id=eos, eos_token_id=eos, pad_token_id=eos, **labels)
+    cls = GPT2ForSequenceClassification if endpoint == "classify" else GPT2LMHeadModel
+    cls(cfg).save_pretrained(out, safe_serialization=True)
     tok.save_pretrained(out)
+    if endpoint == "classify":
+        with open(os.path.join(out, "lmstack_model.json"), "w") as f:
+            json.dump({"task": "classify", "strategy": "full"}, f)
     return out
 
 
@@ -79,11 +130,10 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-async def load(url: str, concurrency: int, duration: float, max_tokens: int) -> dict[str, float]:
+async def load(url: str, concurrency: int, duration: float, body: dict) -> dict[str, float]:
     """`concurrency` closed-loop clients for `duration` seconds (after a short warm-up)."""
     latencies: list[float] = []
     errors = 0
-    body = {"model": "bench", "prompt": "The quick brown fox ", "max_tokens": max_tokens, "temperature": 0}
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=120)) as session:
         async def one() -> float:
             t = time.perf_counter()
@@ -116,13 +166,13 @@ async def load(url: str, concurrency: int, duration: float, max_tokens: int) -> 
             "p50_ms": pct(0.50), "p99_ms": pct(0.99)}
 
 
-def wait_ready(url: str, timeout: float = 120) -> None:
+def wait_ready(url: str, body: dict, timeout: float = 120) -> None:
     import requests
 
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            requests.post(url, json={"model": "bench", "prompt": "x", "max_tokens": 1}, timeout=5)
+            requests.post(url, json=body, timeout=5)
             return
         except requests.RequestException:
             time.sleep(0.5)
@@ -131,6 +181,7 @@ def wait_ready(url: str, timeout: float = 120) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--endpoint", choices=sorted(ENDPOINTS), default="completions")
     ap.add_argument("--model", help="exported model directory (default: a small random GPT-2)")
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of load per variant")
@@ -147,11 +198,13 @@ def main() -> None:
     from lmstack.serve.app import deploy
 
     tmp = tempfile.mkdtemp(prefix="serve_load_")
-    model = args.model or make_model(os.path.join(tmp, "model"), args.n_layer, args.n_embd)
+    endpoint = ENDPOINTS[args.endpoint]
+    body = request_body(args.endpoint, args.max_tokens)
+    model = args.model or make_model(os.path.join(tmp, "model"), args.n_layer, args.n_embd, args.endpoint)
     runtime.connect(num_cpus=2)
     results: dict[str, dict[str, float]] = {}
     port = free_port()
-    url = f"http://127.0.0.1:{port}/v1/completions"
+    url = f"http://127.0.0.1:{port}{endpoint['path']}"
     for variant, batching in (("serve_batched", True), ("serve_unbatched", False)):
         settings = {"models": [{"name": "bench", "path": model, "num_cpus": 1, "max_ongoing_requests": 64,
                                 "batching": {"enabled": batching, "max_batch_size": args.max_batch_size,
@@ -159,9 +212,9 @@ def main() -> None:
                     "feedback_dir": os.path.join(tmp, "feedback"), "log_requests": False,
                     "access_log": False}
         deploy(settings, port=port)
-        replica = serve.get_deployment_handle("lm-bench", app_name="lmstack")
+        replica = serve.get_deployment_handle(endpoint["deployment"], app_name="lmstack")
         before = replica.info.remote().result()
-        results[variant] = asyncio.run(load(url, args.concurrency, args.duration, args.max_tokens))
+        results[variant] = asyncio.run(load(url, args.concurrency, args.duration, body))
         after = replica.info.remote().result()
         if batching:  # how full the batches were: the figure that explains the speed-up (or its absence)
             batches = max(1, after["batches"] - before["batches"])
@@ -172,19 +225,20 @@ def main() -> None:
     plain_port = free_port()
     script = os.path.join(tmp, "plain_app.py")
     with open(script, "w") as f:
-        f.write(PLAIN_APP)
+        f.write(endpoint["app"])
     proc = subprocess.Popen([sys.executable, script, model, str(plain_port)])
     try:
-        plain_url = f"http://127.0.0.1:{plain_port}/v1/completions"
-        wait_ready(plain_url)
-        results["plain_fastapi"] = asyncio.run(load(plain_url, args.concurrency, args.duration, args.max_tokens))
+        plain_url = f"http://127.0.0.1:{plain_port}{endpoint['path']}"
+        wait_ready(plain_url, body)
+        results["plain_fastapi"] = asyncio.run(load(plain_url, args.concurrency, args.duration, body))
         print("plain_fastapi", json.dumps({k: round(v, 1) for k, v in results["plain_fastapi"].items()}), flush=True)
     finally:
         proc.terminate()
         proc.wait(30)
 
     b, u, p = results["serve_batched"], results["serve_unbatched"], results["plain_fastapi"]
-    print(f"\nconcurrency {args.concurrency}, {args.max_tokens} tokens/request, {args.duration:.0f} s per variant")
+    work = f"{args.max_tokens} tokens/request" if args.endpoint == "completions" else f"{len(TEXT)}-char texts"
+    print(f"\n{endpoint['path']}: concurrency {args.concurrency}, {work}, {args.duration:.0f} s per variant")
     print(f"{'variant':<16}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, r in results.items():
         print(f"{name:<16}{r['rps']:>8.1f}{r['p50_ms']:>9.0f}{r['p99_ms']:>9.0f}{r['errors']:>8.0f}")
