@@ -148,7 +148,7 @@ def run_sklearn(recipe: Recipe, info: dict[str, Any], log=print) -> dict[str, An
         x_va, y_va = emb[is_val], cols["labels"][is_val].astype(np.int64)
         extra["embed_s"] = round(time.time() - t0, 2)
         clf, mean, scale = heads.fit(ft.classifier, x_tr, y_tr, recipe.train.seed, balanced, standardize=True)
-        pred = clf.predict(x_va)
+        pred = clf.predict((x_va - mean) / scale)  # the classifier was fitted on standardized features
         servable = heads.save_head(staged, ft.classifier, clf, labels, mean, scale,
                                    extra={"pooling": ft.pooling, "max_length": info["max_length"]})
         # The frozen backbone travels with the head, so the directory predicts on its own.
