@@ -55,6 +55,11 @@ def sequence_classifier(recipe: Recipe, info: dict[str, Any]) -> PreTrainedModel
     if src:
         config = AutoConfig.from_pretrained(src, local_files_only=True)
         _label_config(config, info)
+        # Dropout is a training setting: the recipe's model.dropout applies to fine-tuning as well, so a
+        # pretrained and a from-scratch run of the same recipe differ only in their initial weights.
+        for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout"):
+            if hasattr(config, key):
+                setattr(config, key, recipe.model.dropout)
         return AutoModelForSequenceClassification.from_pretrained(src, config=config, local_files_only=True)
     config = causal_lm_config(recipe.model, info["tokenizer"]["vocab_size"], info["max_length"], info["eos_id"])
     _label_config(config, info)
