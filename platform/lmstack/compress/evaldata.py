@@ -83,7 +83,7 @@ def _parquet(path: str, kind: str, max_rows: int) -> EvalData:
 
 
 def read_eval_data(path: str, kind: str, tokenizer, config, text_field: str = "text",
-                   label_field: str = "label", max_rows: int = 256, block_size: int = 128) -> EvalData:
+                   label_field: str = "label", max_rows: int = 2048, block_size: int = 128) -> EvalData:
     """Rows to measure a `kind` ("lm" | "classify") model on."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"--data {path!r} does not exist")
