@@ -187,6 +187,7 @@ def main() -> None:
     ap.add_argument("--duration", type=float, default=20.0, help="seconds of load per variant")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--max-batch-size", type=int, default=32)
+    ap.add_argument("--batch-wait-ms", type=float, default=50.0, help="@serve.batch wait for a fuller batch")
     ap.add_argument("--n-layer", type=int, default=6)
     ap.add_argument("--n-embd", type=int, default=256)
     ap.add_argument("--json", help="also write the figures here")
@@ -208,7 +209,7 @@ def main() -> None:
     for variant, batching in (("serve_batched", True), ("serve_unbatched", False)):
         settings = {"models": [{"name": "bench", "path": model, "num_cpus": 1, "max_ongoing_requests": 64,
                                 "batching": {"enabled": batching, "max_batch_size": args.max_batch_size,
-                                             "batch_wait_timeout_s": 0.005}}],
+                                             "batch_wait_timeout_s": args.batch_wait_ms / 1000}}],
                     "feedback_dir": os.path.join(tmp, "feedback"), "log_requests": False,
                     "access_log": False}
         deploy(settings, port=port)
