@@ -203,11 +203,11 @@ def test_cross_validation_scores_each_trial_by_the_mean_over_folds(tmp_path, ray
     raw = base.model_dump(mode="json")
     raw["data"]["folds"] = 2
     raw["train"].update(max_steps=6, eval_every=3, log_every=3, min_lr=1e-6, warmup_steps=0)
-    raw["tune"] = {"search": "grid", "max_concurrent": 2, "cross_validation": True,
-                   "space": {"train.lr": {"grid": [1e-2, 1e-5]}}}
+    # One trial: what is under test is how a trial scores its folds (the search around it is tested above).
+    raw["tune"] = {"search": "grid", "cross_validation": True, "space": {"train.lr": {"grid": [1e-2]}}}
     recipe = validate_recipe(raw, "test")
     summary = tune_recipe(recipe, log=quiet)
-    assert summary["best_params"] == {"train.lr": 1e-2} and summary["by_status"]["completed"] == 2
+    assert summary["trials"] == 1 and summary["by_status"]["completed"] == 1
 
     # Each trial trained both folds; its score is the mean of the folds' best val_loss.
     for row in csv.DictReader(open(summary["trials_csv"])):
