@@ -12,29 +12,14 @@ import json
 from typing import Any
 
 from fastapi import FastAPI
-from pydantic import Field, field_validator
 from ray import serve
 
-from lmstack.serve.schemas import Body
+from lmstack.serve.schemas import TextsRequest
 from lmstack.serve.tasks import ServingTask, register_task
 
-MAX_INPUTS = 256
 
-
-class ClassifyRequest(Body):
-    model: str = Field(min_length=1, max_length=128)
-    input: str | list[str]
-    user: str | None = Field(None, max_length=256)
-
-    @field_validator("input")
-    @classmethod
-    def _some_input(cls, v: str | list[str]) -> str | list[str]:
-        if isinstance(v, list) and not v:
-            raise ValueError("give a string or a non-empty list of strings")
-        return v
-
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
+class ClassifyRequest(TextsRequest):
+    pass
 
 
 @serve.deployment(max_ongoing_requests=32)
@@ -90,15 +75,9 @@ def add_routes(app: FastAPI, ctx: Any) -> None:
     @app.post("/v1/classify")
     async def classify(req: ClassifyRequest):
         handle = ctx.model(req.model, "classify")
+        if problem := req.problem(ctx.limits):
+            ctx.fail(400, problem, param="input")
         texts = req.texts()
-        if len(texts) > MAX_INPUTS:
-            ctx.fail(400, f"{len(texts)} inputs; the limit is {MAX_INPUTS}", param="input")
-        for i, text in enumerate(texts):
-            if not text.strip():
-                ctx.fail(400, f"input[{i}] is empty", param="input")
-            if len(text) > ctx.limits.max_prompt_chars:
-                ctx.fail(400, f"input[{i}] is {len(text)} characters; the limit is {ctx.limits.max_prompt_chars}",
-                         param="input")
         rid = ctx.new_request_id("clf")
         res = await handle.classify.remote(texts)
         if ctx.settings.log_requests:  # so /v1/feedback can correct a label against this id

@@ -7,7 +7,7 @@ the application's settings and are checked in `check_limits`.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -67,6 +67,37 @@ class ChatMessage(Body):
 
 class ChatRequest(Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
+
+
+class TextsRequest(Body):
+    """A task request over one text or a list of them (/v1/classify, /v1/translate)."""
+
+    max_inputs: ClassVar[int] = 256
+    model: str = Field(min_length=1, max_length=128)
+    input: str | list[str]
+    user: str | None = Field(None, max_length=256)
+
+    @field_validator("input")
+    @classmethod
+    def _some_input(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, list) and not v:
+            raise ValueError("give a string or a non-empty list of strings")
+        return v
+
+    def texts(self) -> list[str]:
+        return [self.input] if isinstance(self.input, str) else list(self.input)
+
+    def problem(self, limits: Limits) -> str | None:
+        """The first input limit the request breaks, as a message for a 400; None when it fits."""
+        texts = self.texts()
+        if len(texts) > self.max_inputs:
+            return f"{len(texts)} inputs; the limit is {self.max_inputs}"
+        for i, text in enumerate(texts):
+            if not text.strip():
+                return f"input[{i}] is empty"
+            if len(text) > limits.max_prompt_chars:
+                return f"input[{i}] is {len(text)} characters; the limit is {limits.max_prompt_chars}"
+        return None
 
 
 class FeedbackRequest(Body):

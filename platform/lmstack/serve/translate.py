@@ -11,33 +11,18 @@ import json
 from typing import Any, Literal
 
 from fastapi import FastAPI
-from pydantic import Field, field_validator
+from pydantic import Field
 from ray import serve
 
-from lmstack.serve.schemas import Body
+from lmstack.serve.schemas import TextsRequest
 from lmstack.serve.tasks import ServingTask, register_task
 
-MAX_INPUTS = 256
 
-
-class TranslateRequest(Body):
-    model: str = Field(min_length=1, max_length=128)
-    input: str | list[str]
+class TranslateRequest(TextsRequest):
     direction: Literal["zh-en", "en-zh"] | None = None  # default: the model's first direction
     num_beams: int | None = Field(None, ge=1, le=16)
     length_penalty: float | None = Field(None, ge=-5, le=5)
     max_new_tokens: int | None = Field(None, ge=1, le=512)
-    user: str | None = Field(None, max_length=256)
-
-    @field_validator("input")
-    @classmethod
-    def _some_input(cls, v: str | list[str]) -> str | list[str]:
-        if isinstance(v, list) and not v:
-            raise ValueError("give a string or a non-empty list of strings")
-        return v
-
-    def texts(self) -> list[str]:
-        return [self.input] if isinstance(self.input, str) else list(self.input)
 
     def options(self) -> dict[str, Any]:
         keys = ("direction", "num_beams", "length_penalty", "max_new_tokens")
@@ -99,15 +84,9 @@ def add_routes(app: FastAPI, ctx: Any) -> None:
     @app.post("/v1/translate")
     async def translate(req: TranslateRequest):
         handle = ctx.model(req.model, "translate")
+        if problem := req.problem(ctx.limits):
+            ctx.fail(400, problem, param="input")
         texts = req.texts()
-        if len(texts) > MAX_INPUTS:
-            ctx.fail(400, f"{len(texts)} inputs; the limit is {MAX_INPUTS}", param="input")
-        for i, text in enumerate(texts):
-            if not text.strip():
-                ctx.fail(400, f"input[{i}] is empty", param="input")
-            if len(text) > ctx.limits.max_prompt_chars:
-                ctx.fail(400, f"input[{i}] is {len(text)} characters; the limit is {ctx.limits.max_prompt_chars}",
-                         param="input")
         rid = ctx.new_request_id("tr")
         try:
             res = await handle.translate.remote(texts, req.options())

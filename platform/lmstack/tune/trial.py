@@ -104,29 +104,31 @@ class LmstackTrial(tune.Trainable):
             trainer.train_loop_config["init_checkpoint"] = self.init
 
         def fit() -> None:
-            try:
-                self.outcome["error"] = trainer.fit().error
-            except BaseException as err:  # noqa: BLE001 - raised again from step()
-                self.outcome["error"] = err
-            finally:
-                self.queue.put({"done": True})
+            self.outcome["error"] = trainer.fit().error
 
-        self.thread = threading.Thread(target=fit, name="lmstack-trial-fit", daemon=True)
-        self.thread.start()
+        self._run_in_thread(fit, "lmstack-trial-fit")
 
     def _start_folds(self) -> None:
         """Cross-validation: the folds train one after another; the trial reports once, at the end."""
         from lmstack.tune.cv import run_folds
 
         def fit() -> None:
+            self.last = run_folds(self.recipe, self.fold_infos, self.run_dir, self.metric, self.mode)
+
+        self._run_in_thread(fit, "lmstack-trial-folds")
+
+    def _run_in_thread(self, work, name: str) -> None:
+        """Run `work` beside the trial; its error is raised again from step(), and "done" always follows."""
+
+        def run() -> None:
             try:
-                self.last = run_folds(self.recipe, self.fold_infos, self.run_dir, self.metric, self.mode)
+                work()
             except BaseException as err:  # noqa: BLE001 - raised again from step()
                 self.outcome["error"] = err
             finally:
                 self.queue.put({"done": True})
 
-        self.thread = threading.Thread(target=fit, name="lmstack-trial-folds", daemon=True)
+        self.thread = threading.Thread(target=run, name=name, daemon=True)
         self.thread.start()
 
     def step(self) -> dict[str, Any]:
