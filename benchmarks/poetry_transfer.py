@@ -1,20 +1,23 @@
 """The transfer claim on real data: classify the form of classical Chinese texts (chinese-poetry).
 
-Runs, in one process on one Ray cluster: prepare poetry_scratch (the classify data + char tokenizer),
-pretrain the char LM poetry_lm on the training texts, then every strategy's recipe:
-scratch (same architecture, random init), full, freeze, lora, features, tfidf. Prints and writes
-runs/poetry_transfer/table_<strategies>.md with macro-F1, accuracy, trainable/total parameters and wall time.
+Runs, in one process on one Ray cluster: prepare poetry_scratch (the classify data, a held-out test split,
+lm_text/ and the char tokenizer), pretrain the char LM poetry_lm on lm_text/ (every train-split text, no
+validation or test text), then every strategy's recipe: scratch (same architecture, random init), full,
+freeze, lora, features, tfidf. Each run picks its checkpoint on validation and is scored once on test.
 
-    LMSTACK_DATA=../shared/datasets nice -n 10 .venv/bin/python benchmarks/poetry_transfer.py [STRATEGY ...]
+    LMSTACK_DATA=../shared/datasets .venv/bin/python benchmarks/poetry_transfer.py [STRATEGY ...]
+    LMSTACK_DATA=../shared/datasets .venv/bin/python benchmarks/poetry_transfer.py --steps 25 50 100 200
 
-Strategies given on the command line run alone (the LM is pretrained only if one of them needs it).
+The first form writes runs/poetry_transfer/table_<strategies>.md; --steps trains scratch and full at each
+step budget (same recipe otherwise) and writes runs/poetry_transfer/steps.md: the transfer claim is that
+full beats scratch at equal steps.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
-import sys
 import time
 
 from lmstack import runtime
@@ -22,46 +25,85 @@ from lmstack.config import load_recipe
 
 RECIPES = "jobs/recipes"
 STRATEGIES = ["scratch", "full", "freeze", "lora", "features", "tfidf"]
+OUT = os.path.join("runs", "poetry_transfer")
 
 
-def main(only: list[str]) -> None:
+def ensure_lm(names: list[str]) -> dict:
     from lmstack.tasks import get_task
     from lmstack.train.trainer import train
-    from lmstack.transfer.run import finetune
 
-    runtime.connect()
-    started = time.time()
     scratch = load_recipe(f"{RECIPES}/poetry_scratch.yaml")
-    if not runtime.exists(os.path.join(scratch.data_dir(), "manifest.json")):
+    manifest = os.path.join(scratch.data_dir(), "manifest.json")
+    if not runtime.exists(manifest) or not runtime.exists(os.path.join(scratch.data_dir(), "lm_text")):
         get_task("classify").prepare(scratch)
     lm = load_recipe(f"{RECIPES}/poetry_lm.yaml")
-    lm_summary_path = os.path.join(lm.resolved_run_dir(), "summary.json")
-    needs_lm = any(load_recipe(f"{RECIPES}/poetry_{n}.yaml").finetune.from_model for n in only or STRATEGIES)
+    summary_path = os.path.join(lm.resolved_run_dir(), "summary.json")
+    needs_lm = any(load_recipe(f"{RECIPES}/poetry_{n}.yaml").finetune.from_model for n in names)
     if needs_lm and not os.path.exists(os.path.join(lm.resolved_run_dir(), "model", "config.json")):
         t0 = time.time()
         get_task("lm").prepare(lm)
-        lm_out = train(lm)
-        lm_out["pretrain_wall_s"] = round(time.time() - t0, 1)
-        runtime.write_json(lm_summary_path, lm_out)
-    rows = []
-    for name in only or STRATEGIES:
-        summary = finetune(load_recipe(f"{RECIPES}/poetry_{name}.yaml"))
-        rows.append((name, summary))
-        print(json.dumps({"strategy": name, **{k: summary.get(k) for k in ("val_macro_f1", "val_accuracy",
-                          "trainable_params", "total_params", "wall_time_s")}}), flush=True)
-    lines = ["| recipe | strategy | val macro-F1 | val accuracy | trainable params | total params | wall time (s) |",
-             "|---|---|---|---|---|---|---|"]
-    for name, s in rows:
-        lines.append(f"| poetry_{name} | {s['strategy']} | {s['val_macro_f1']:.4f} | {s['val_accuracy']:.4f} | "
-                     f"{s['trainable_params']:,} | {s['total_params']:,} | {s['wall_time_s']:.0f} |")
-    table = "\n".join(lines)
+        out = train(lm)
+        out["pretrain_wall_s"] = round(time.time() - t0, 1)
+        runtime.write_json(summary_path, out)
+    return json.load(open(summary_path)) if os.path.exists(summary_path) else {}
+
+
+def figures(s: dict) -> str:
+    return (f"{s['val_macro_f1']:.4f} | {s.get('test_macro_f1', float('nan')):.4f} | "
+            f"{s.get('test_accuracy', float('nan')):.4f}")
+
+
+def strategies(names: list[str]) -> str:
+    from lmstack.transfer.run import finetune
+
+    lines = ["| recipe | strategy | val macro-F1 | test macro-F1 | test accuracy | trainable params | total params "
+             "| wall time (s) |", "|---|---|---|---|---|---|---|---|"]
+    for name in names:
+        s = finetune(load_recipe(f"{RECIPES}/poetry_{name}.yaml"))
+        print(json.dumps({"strategy": name, **{k: s.get(k) for k in (
+            "val_macro_f1", "test_macro_f1", "test_accuracy", "trainable_params", "wall_time_s")}}), flush=True)
+        lines.append(f"| poetry_{name} | {s['strategy']} | {figures(s)} | {s['trainable_params']:,} | "
+                     f"{s['total_params']:,} | {s['wall_time_s']:.0f} |")
+    return "\n".join(lines)
+
+
+def steps_sweep(budgets: list[int]) -> str:
+    from lmstack.transfer.run import finetune
+
+    lines = ["| steps | scratch val F1 | scratch test F1 | scratch test acc | full val F1 | full test F1 | "
+             "full test acc |", "|---|---|---|---|---|---|---|"]
+    for steps in budgets:
+        cells = []
+        for name in ("scratch", "full"):
+            overrides = [f"train.max_steps={steps}", f"train.eval_every={max(steps // 2, 1)}",
+                         f"train.warmup_steps={max(steps // 10, 1)}", f"run_dir={OUT}/steps/{name}_{steps}"]
+            s = finetune(load_recipe(f"{RECIPES}/poetry_{name}.yaml", overrides))
+            print(json.dumps({"steps": steps, "recipe": name, "val_macro_f1": s["val_macro_f1"],
+                              "test_macro_f1": s.get("test_macro_f1"), "test_accuracy": s.get("test_accuracy")}),
+                  flush=True)
+            cells.append(figures(s))
+        lines.append(f"| {steps} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("strategies", nargs="*", help=f"a subset of {STRATEGIES} (default: all)")
+    ap.add_argument("--steps", type=int, nargs="+", help="step budgets for the scratch-vs-full sweep")
+    args = ap.parse_args()
+    if unknown := set(args.strategies) - set(STRATEGIES):
+        ap.error(f"unknown strategies {sorted(unknown)}; known: {STRATEGIES}")
+    runtime.connect()
+    started = time.time()
+    names = ["scratch", "full"] if args.steps else (args.strategies or STRATEGIES)
+    lm_info = ensure_lm(names)
+    table = steps_sweep(args.steps) if args.steps else strategies(names)
     print(table)
-    lm_info = json.load(open(lm_summary_path)) if os.path.exists(lm_summary_path) else {}
-    out = os.path.join("runs", "poetry_transfer")
-    os.makedirs(out, exist_ok=True)
-    with open(os.path.join(out, f"table_{'_'.join(only) if only else 'all'}.md"), "w") as f:
+    os.makedirs(OUT, exist_ok=True)
+    name = "steps" if args.steps else f"table_{'_'.join(args.strategies) if args.strategies else 'all'}"
+    with open(os.path.join(OUT, f"{name}.md"), "w") as f:
         f.write(table + f"\n\npretrained LM: {json.dumps(lm_info)}\ntotal wall time {time.time() - started:.0f} s\n")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

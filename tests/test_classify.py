@@ -147,6 +147,25 @@ def test_split_is_stable_and_kfold_folds_are_disjoint(tmp_path):
     assert all(assign_split(i, 0.1, 0.25, 4) == ("cv", f) for i, f in zip(cv["id"], cv["fold"], strict=True))
 
 
+def test_lm_text_holds_every_train_split_text_and_no_held_out_one(tmp_path):
+    data = make_labelled(tmp_path / "data", n=120)
+    recipe = classify_recipe(tmp_path, data, classify={"test_fraction": 0.2, "max_per_class": 20, "lm_text": True})
+    info = get_task("classify").prepare(recipe, log=quiet)
+    d = Path(recipe.data_dir())
+    lm = pq.read_table(d / "lm_text").column("text").to_pylist()
+    split_ids = {s: pq.read_table(d / s).column("id").to_pylist() for s in ("train", "val", "test")}
+    texts = {json.loads(line)["id"]: json.loads(line)["text"].strip() for line in open(data / "data.jsonl")}
+    expected = [texts[i] for i in texts if assign_split(i, 0.2, 0.25, None)[0] == "train"]
+    assert sorted(lm) == sorted(expected)
+    # Records left out of the labelled subsample still pretrain; held-out ones never do.
+    assert info["subsampled_out"] > 0 and len(lm) > len(split_ids["train"])
+    assert {texts[i] for i in split_ids["train"]} <= set(lm)
+    assert not {texts[i] for i in split_ids["val"] + split_ids["test"]} & set(lm)
+    assert info["lm_text"] == {"records": len(lm), "chars": sum(map(len, lm))}
+    with pytest.raises(RecipeError, match="lm_text needs a validation split"):
+        classify_recipe(tmp_path, data, data={"folds": 3}, classify={"lm_text": True})
+
+
 # -- model interface (no Ray) -------------------------------------------------------------------
 
 def test_logits_loss_and_counts_on_a_batch(tmp_path):

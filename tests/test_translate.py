@@ -104,6 +104,32 @@ def test_recipe_needs_translate_section():
         validate_recipe({"name": "x", "task": "translate", "data": {"paths": ["a"]}}, "r.yaml")
 
 
+def test_label_smoothing_is_a_training_loss_only(tmp_path):
+    from lmstack.tasks.translate import Translation
+
+    recipe = recipe_for(tmp_path, tmp_path / "unused.txt")
+    recipe.translate.label_smoothing = 0.2
+    info = {"tokenizer": {"vocab_size": 50}, "max_length": 12, "pad_id": 0, "eos_id": 1}
+    task = Translation()
+    torch.manual_seed(0)
+    model = task.build_model(recipe, info)  # dropout 0: train and eval forwards agree
+    assert task.label_smoothing == 0.2
+    labels = torch.randint(2, 50, (4, 12))
+    labels[:, 9:] = -100
+    batch = {"input_ids": torch.randint(2, 50, (4, 12)), "attention_mask": torch.ones(4, 12, dtype=torch.long),
+             "labels": labels}
+    model.train()
+    smoothed, n = task.loss(model, batch)
+    logits = model(**batch).logits
+    expected = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                                 label_smoothing=0.2)
+    assert n == 36 and torch.allclose(smoothed, expected)
+    model.eval()
+    plain, _ = task.loss(model, batch)  # validation: plain cross-entropy, comparable across runs
+    assert torch.allclose(plain, torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten()))
+    assert not torch.allclose(plain, smoothed)
+
+
 def test_noise_is_deterministic_and_keeps_a_token():
     from lmstack.translate.augment import noisy
 

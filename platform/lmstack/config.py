@@ -252,6 +252,8 @@ class TranslateConfig(Section):
     test_size: int = Field(1000, ge=1)  # held-out pairs, never trained on
     val_size: int = Field(500, ge=1)
     split_seed: int = 0
+    # Training loss only (validation stays plain cross-entropy, so val_loss is comparable across runs).
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
     decode: TranslateDecodeConfig = TranslateDecodeConfig()
     augment: TranslateAugmentConfig = TranslateAugmentConfig()
 
@@ -278,6 +280,10 @@ class ClassifyConfig(Section):
     # Held out by a stable hash of the record id before the train/val (or k-fold) split.
     test_fraction: float = Field(0.0, ge=0, lt=1)
     max_per_class: int | None = Field(None, ge=1)  # deterministic subsample (lowest id hashes)
+    # Also write `lm_text/`: the text of every record in the train split, labelled subsample or not, to
+    # pretrain the LM that finetune.from_model loads (validation and test texts stay unseen); a char
+    # tokenizer then covers its characters too.
+    lm_text: bool = False
 
 
 class LoraSettings(Section):
@@ -333,6 +339,9 @@ class Recipe(Section):
             raise ValueError("task classify needs a classify section (text_field, label_field, ...)")
         if self.finetune.strategy == "multitask" and not (self.classify and self.classify.extra_label_fields):
             raise ValueError("strategy multitask needs classify.extra_label_fields")
+        if self.classify and self.classify.lm_text and self.data.folds:
+            raise ValueError("classify.lm_text needs a validation split: with data.folds every record "
+                             "validates some fold, so no text is safe to pretrain on")
         return self
     distill: DistillConfig | None = None
     translate: TranslateConfig | None = None

@@ -40,6 +40,7 @@ def _decode_opts(recipe_translate: dict[str, Any], given: dict[str, Any]) -> dic
 
 class Translation:
     name = "translate"
+    label_smoothing = 0.0  # set from the recipe by build_model
 
     # ---- data ---------------------------------------------------------------------------------
     def prepare(self, recipe: Recipe, log: Any = print) -> dict[str, Any]:
@@ -156,12 +157,21 @@ class Translation:
     def build_model(self, recipe: Recipe, info: dict[str, Any]) -> torch.nn.Module:
         from lmstack.translate.model import build_seq2seq
 
+        if recipe.translate is not None:
+            self.label_smoothing = recipe.translate.label_smoothing
         return build_seq2seq(recipe.model, info)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
         batch = _trim(batch)
-        out = model(**batch)
-        return out.loss, int((batch["labels"] != -100).sum())  # mean over target tokens
+        n_target = int((batch["labels"] != -100).sum())
+        if not (model.training and self.label_smoothing):
+            return model(**batch).loss, n_target  # mean over target tokens
+        logits = model(**batch).logits
+        loss = torch.nn.functional.cross_entropy(
+            logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=-100,
+            label_smoothing=self.label_smoothing,
+        )
+        return loss, n_target
 
     def metrics(self, loss_sum: float, count: int, info: dict[str, Any]) -> dict[str, float]:
         loss = loss_sum / max(count, 1)

@@ -87,6 +87,10 @@ def prepare_classify(recipe: Recipe, log=print) -> dict[str, Any]:
     out_dir = recipe.data_dir()
     recs = read_records(data.paths, cfg, data.format, data.max_files)
     examples = subsample(recs.examples, cfg.max_per_class)
+    # Pretraining text: the split is a hash of the record id, so it is decided for every record, kept or not.
+    lm_texts = [ex["text"] for ex in recs.examples
+                if assign_split(ex["id"], cfg.test_fraction, data.val_fraction, data.folds)[0] == "train"
+                ] if cfg.lm_text else []
     if not examples:
         raise ValueError(f"{data.paths}: no usable labelled records ({len(recs.rejects)} rejected)")
     for ex in examples:
@@ -106,7 +110,7 @@ def prepare_classify(recipe: Recipe, log=print) -> dict[str, Any]:
             max_length = min(max_length, context)
     else:
         # Trained on the training texts only: validation and test characters stay unseen.
-        texts = [ex["text"] for ex in train_like]
+        texts = lm_texts or [ex["text"] for ex in train_like]  # lm_texts holds every train-split text
         tok = build_tokenizer(recipe.tokenizer, texts, alphabet="".join(texts) if recipe.tokenizer.kind == "char"
                               else None)
         path = recipe.tokenizer.path
@@ -132,6 +136,11 @@ def prepare_classify(recipe: Recipe, log=print) -> dict[str, Any]:
         _write_split(runtime.join(out_dir, split), rows, ids, mask, label_cols)
         counts[split] = dict(sorted(Counter(r["label"] for r in rows).items()))
         examples_per_split[split] = len(rows)
+    runtime.remove_dir(runtime.join(out_dir, "lm_text"))
+    if lm_texts:
+        runtime.makedirs(runtime.join(out_dir, "lm_text"))
+        fs, p = runtime.filesystem(runtime.join(out_dir, "lm_text"))
+        pq.write_table(pa.table({"text": lm_texts}), f"{p}/part-00000.parquet", filesystem=fs)
     if data.folds:
         counts["folds"] = {str(k): sum(1 for ex in examples if ex["fold"] == k) for k in range(data.folds)}
 
@@ -146,6 +155,7 @@ def prepare_classify(recipe: Recipe, log=print) -> dict[str, Any]:
         "rejected_by_reason": dict(by_reason),
         "rejects": rejects_path,
         "subsampled_out": len(recs.examples) - len(examples),
+        "lm_text": {"records": len(lm_texts), "chars": sum(map(len, lm_texts))} if cfg.lm_text else None,
         "examples": examples_per_split,
         "labels": labels,
         "label_field": cfg.label_field,

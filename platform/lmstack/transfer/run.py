@@ -79,26 +79,37 @@ def _split_dataset_with_text(recipe: Recipe, split: str) -> list[dict[str, Any]]
     import pyarrow.dataset as pads
 
     data_dir = recipe.data_dir()
-    name = "cv" if recipe.data.folds else split
-    fs, path = runtime.filesystem(runtime.join(data_dir, name))
+    in_cv = bool(recipe.data.folds) and split != "test"  # with folds, train and val are slices of cv/
+    fs, path = runtime.filesystem(runtime.join(data_dir, "cv" if in_cv else split))
     cols = ["text", "labels", "fold"]
     rows = pads.dataset(path, filesystem=fs, format="parquet").to_table(columns=cols).to_pylist()
-    if recipe.data.folds:
+    if in_cv:
         k = recipe.data.fold
         rows = [r for r in rows if (r["fold"] == k) == (split == "val")]
     return rows
 
 
-def _evaluate_written(model_dir: str, run_dir: str, recipe: Recipe, labels: list[str]) -> dict[str, Any]:
-    """Per-class figures and confusion on the validation split, with the exported model (as served)."""
+def _evaluate_written(model_dir: str, run_dir: str, recipe: Recipe, labels: list[str],
+                      split: str = "val") -> dict[str, Any]:
+    """Per-class figures and confusion on a split, with the exported model (as served)."""
     from lmstack.evaluate.classify import confusion, report
     from lmstack.transfer.predict import predict_proba
 
-    texts, y = _val_frame(recipe, "val")
+    texts, y = _val_frame(recipe, split)
     _, probs = predict_proba(model_dir, texts)
     rep = report(confusion(y, probs.argmax(1), len(labels)), labels)
-    runtime.write_json(runtime.join(run_dir, "evaluate", "metrics.json"), rep)
+    name = "metrics.json" if split == "val" else f"{split}_metrics.json"
+    runtime.write_json(runtime.join(run_dir, "evaluate", name), rep)
     return rep
+
+
+def _test_figures(model_dir: str, run_dir: str, recipe: Recipe, info: dict[str, Any]) -> dict[str, Any]:
+    """The held-out test split (classify.test_fraction), scored once by the exported model; never used to
+    pick a checkpoint or a strategy's settings, so it is the figure to compare strategies by."""
+    if not info.get("examples", {}).get("test"):
+        return {}
+    rep = _evaluate_written(model_dir, run_dir, recipe, info["labels"], split="test")
+    return {"test_macro_f1": rep["macro_f1"], "test_accuracy": rep["accuracy"], "test_examples": rep["examples"]}
 
 
 def run_torch(recipe: Recipe, info: dict[str, Any], log=print) -> dict[str, Any]:
@@ -113,7 +124,8 @@ def run_torch(recipe: Recipe, info: dict[str, Any], log=print) -> dict[str, Any]
     figures = {**{k: v for k, v in summary.items() if k not in ("verb", "wall_time_s")},
                "strategy": recipe.finetune.strategy, "from_model": recipe.finetune.from_model,
                "trainable_params": trainable, "total_params": total,
-               "export_macro_f1": rep["macro_f1"], "export_accuracy": rep["accuracy"]}
+               "export_macro_f1": rep["macro_f1"], "export_accuracy": rep["accuracy"],
+               **_test_figures(summary["model_dir"], run_dir, recipe, info)}
     return runtime.write_summary(run_dir, "finetune", figures, started)
 
 
@@ -175,7 +187,8 @@ def run_sklearn(recipe: Recipe, info: dict[str, Any], log=print) -> dict[str, An
     runtime.write_json(runtime.join(run_dir, "evaluate", "metrics.json"), report(cm, labels))
     figures = {**metrics, "strategy": ft.strategy, "classifier": ft.classifier, "from_model": ft.from_model,
                "trainable_params": head_params, "total_params": total + head_params, "servable": servable,
-               "train_examples": len(y_tr), "val_examples": len(y_va), "model_dir": model_dir, **extra}
+               "train_examples": len(y_tr), "val_examples": len(y_va), "model_dir": model_dir, **extra,
+               **_test_figures(model_dir, run_dir, recipe, info)}
     summary = runtime.write_summary(run_dir, "finetune", figures, started)
     log(f"{ft.strategy}+{ft.classifier}: val macro-F1 {metrics['val_macro_f1']:.4f}, "
         f"accuracy {metrics['val_accuracy']:.4f}; model in {model_dir}")
