@@ -129,6 +129,8 @@ def test_multitask_shares_one_backbone(corpus, tmp_path):
     summary = finetune(recipe, log=quiet)
     heads = json.load(open(os.path.join(summary["model_dir"], "extra_heads.json")))
     assert heads == {"mood": 2}
+    # Every head is scored on validation (the extra one from its own confusion counts).
+    assert 0.0 <= summary["val_mood_accuracy"] <= 1.0 and "val_mood_macro_f1" in summary
     assert load_file(os.path.join(summary["model_dir"], "extra_heads.safetensors"))["mood.weight"].shape == (2, 16)
     assert not np.allclose(predicted(summary["model_dir"], TEXTS), initial_probs(recipe, TEXTS), atol=1e-4)
 

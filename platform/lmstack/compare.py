@@ -1,8 +1,8 @@
 """`lmstack compare RUN...`: one table of what each run bought, printed and written as Markdown + PNG.
 
 A run is a directory with summary.json (finetune, distill, train runs) or a compressed model directory
-with compress_report.json. Columns: strategy, the metric (val_macro_f1 where any run has it, else
-val_loss), trainable parameters, train time, model size (bytes of the model directory's weight files).
+with compress_report.json. Columns: strategy, the metric (test_macro_f1 when every run has it, else
+val_macro_f1 where any run has it, else val_loss), trainable parameters, train time, model size (bytes of the model directory's weight files).
 """
 
 from __future__ import annotations
@@ -127,9 +127,13 @@ def compare(runs: list[str], output: str, metric: str | None = None) -> dict[str
     if not runs:
         raise FileNotFoundError("compare: give at least one run directory")
     if metric is None:
-        has_f1 = any("val_macro_f1" in _read(os.path.join(r, "summary.json"))
-                     for r in runs if os.path.exists(os.path.join(r, "summary.json")))
-        metric = "val_macro_f1" if has_f1 else "val_loss"
+        summaries = [_read(os.path.join(r, "summary.json")) for r in runs
+                     if os.path.exists(os.path.join(r, "summary.json"))]
+        # The held-out test figure when every run has one (validation also picked their checkpoints).
+        if summaries and all("test_macro_f1" in s for s in summaries):
+            metric = "test_macro_f1"
+        else:
+            metric = "val_macro_f1" if any("val_macro_f1" in s for s in summaries) else "val_loss"
     rows = [load_run(r, metric) for r in runs]
     table = markdown(rows, metric)
     os.makedirs(output, exist_ok=True)

@@ -47,12 +47,23 @@ def _start_local(num_cpus: int | None, attempts: int = 3) -> None:
 
     for attempt in range(attempts):
         try:
-            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     runtime_env={"worker_process_setup_hook": "lmstack.runtime.quiet_without_dashboard"})
             return
         except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for this
             if "timed out during startup" not in str(err) or attempt == attempts - 1:
                 raise
             ray.shutdown()  # stops the processes this attempt started
+
+
+def quiet_without_dashboard() -> None:
+    """Worker setup on the embedded cluster. Without the dashboard there is no state API, and Train V2's
+    PlacementGroupCleaner logs a warning every second of a run that it cannot query it (hundreds of lines
+    per run, harmless: RAY_NOTES.md). Its real failures still log at ERROR."""
+    import logging
+
+    logging.getLogger("ray.train.v2._internal.execution.controller.placement_group_cleaner").setLevel(
+        logging.ERROR)
 
 
 def _configure_data() -> None:

@@ -101,16 +101,28 @@ class Classification:
         return loss, n
 
     def eval_counts(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> np.ndarray:
-        logits = self.logits(model, batch)
-        pred = logits.argmax(-1).cpu().numpy()
-        return confusion(batch["labels"].cpu().numpy(), pred, logits.shape[-1]).ravel()
+        """The primary head's confusion counts, then each extra head's (multitask), flattened end to end."""
+        logits, extras = _forward(model, batch)
+        parts = [(logits, batch["labels"])] + [(head, batch[f"labels_{f}"]) for f, head in extras.items()]
+        return np.concatenate([
+            confusion(labels.cpu().numpy(), head.argmax(-1).cpu().numpy(), head.shape[-1]).ravel()
+            for head, labels in parts
+        ])
 
     def metrics(self, loss_sum: float, count: int, info: dict[str, Any],
                 counts: np.ndarray | None = None) -> dict[str, float]:
         out = {"val_loss": loss_sum / max(count, 1)}
-        if counts is not None:
-            c = len(info["labels"])
-            out.update(flat_metrics(np.asarray(counts).reshape(c, c)))
+        if counts is None:
+            return out
+        counts = np.asarray(counts)
+        c = len(info["labels"])
+        out.update(flat_metrics(counts[: c * c].reshape(c, c)))
+        at = c * c
+        for field, values in (info.get("extra_labels") or {}).items():  # the model's heads, in this order
+            k = len(values)
+            if counts.size >= at + k * k:
+                out.update(flat_metrics(counts[at: at + k * k].reshape(k, k), prefix=f"val_{field}_"))
+            at += k * k
         return out
 
     # -- serving ---------------------------------------------------------------------------
