@@ -6,11 +6,11 @@ validation or test text), then every strategy's recipe: scratch (same architectu
 freeze, lora, features, tfidf. Each run picks its checkpoint on validation and is scored once on test.
 
     LMSTACK_DATA=../shared/datasets .venv/bin/python benchmarks/poetry_transfer.py [STRATEGY ...]
-    LMSTACK_DATA=../shared/datasets .venv/bin/python benchmarks/poetry_transfer.py --steps 25 50 100 200
+    LMSTACK_DATA=../shared/datasets .venv/bin/python benchmarks/poetry_transfer.py [STRATEGY ...] --steps 25 50 100 200
 
-The first form writes runs/poetry_transfer/table_<strategies>.md; --steps trains scratch and full at each
-step budget (same recipe otherwise) and writes runs/poetry_transfer/steps.md: the transfer claim is that
-full beats scratch at equal steps.
+The first form writes runs/poetry_transfer/table_<strategies>.md; --steps trains the given strategies
+(default scratch and full) at each step budget, the recipe otherwise unchanged, and writes
+runs/poetry_transfer/steps_<strategies>.md: the transfer claim is that full beats scratch at equal steps.
 """
 
 from __future__ import annotations
@@ -67,22 +67,19 @@ def strategies(names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def steps_sweep(budgets: list[int]) -> str:
+def steps_sweep(budgets: list[int], names: list[str]) -> str:
     from lmstack.transfer.run import finetune
 
-    lines = ["| steps | scratch val F1 | scratch test F1 | scratch test acc | full val F1 | full test F1 | "
-             "full test acc |", "|---|---|---|---|---|---|---|"]
+    lines = ["| recipe | steps | val macro-F1 | test macro-F1 | test accuracy |", "|---|---|---|---|---|"]
     for steps in budgets:
-        cells = []
-        for name in ("scratch", "full"):
+        for name in names:
             overrides = [f"train.max_steps={steps}", f"train.eval_every={max(steps // 2, 1)}",
                          f"train.warmup_steps={max(steps // 10, 1)}", f"run_dir={OUT}/steps/{name}_{steps}"]
             s = finetune(load_recipe(f"{RECIPES}/poetry_{name}.yaml", overrides))
             print(json.dumps({"steps": steps, "recipe": name, "val_macro_f1": s["val_macro_f1"],
                               "test_macro_f1": s.get("test_macro_f1"), "test_accuracy": s.get("test_accuracy")}),
                   flush=True)
-            cells.append(figures(s))
-        lines.append(f"| {steps} | {' | '.join(cells)} |")
+            lines.append(f"| poetry_{name} | {steps} | {figures(s)} |")
     return "\n".join(lines)
 
 
@@ -95,12 +92,12 @@ def main() -> None:
         ap.error(f"unknown strategies {sorted(unknown)}; known: {STRATEGIES}")
     runtime.connect()
     started = time.time()
-    names = ["scratch", "full"] if args.steps else (args.strategies or STRATEGIES)
+    names = args.strategies or (["scratch", "full"] if args.steps else STRATEGIES)
     lm_info = ensure_lm(names)
-    table = steps_sweep(args.steps) if args.steps else strategies(names)
+    table = steps_sweep(args.steps, names) if args.steps else strategies(names)
     print(table)
     os.makedirs(OUT, exist_ok=True)
-    name = "steps" if args.steps else f"table_{'_'.join(args.strategies) if args.strategies else 'all'}"
+    name = f"{'steps' if args.steps else 'table'}_{'_'.join(names)}"
     with open(os.path.join(OUT, f"{name}.md"), "w") as f:
         f.write(table + f"\n\npretrained LM: {json.dumps(lm_info)}\ntotal wall time {time.time() - started:.0f} s\n")
 

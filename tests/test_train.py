@@ -132,3 +132,17 @@ def test_killed_worker_is_replaced(prepared, tmp_path):
     summary = train(recipe, log=quiet)
     killer.join()
     assert killer.killed and summary["steps"] == 40
+
+
+def test_run_dir_of_another_model_fails_before_training(tmp_path):
+    from lmstack.config import validate_recipe
+    from lmstack.train.trainer import check_resumable
+
+    raw = tiny_recipe(tmp_path, tmp_path / "corpus").model_dump(mode="json")
+    run_dir = str(tmp_path / "run")
+    check_resumable(validate_recipe(raw, "a.yaml"), run_dir)  # first start: records what it trains
+    more_steps = {**raw, "train": {**raw["train"], "max_steps": raw["train"]["max_steps"] * 2, "num_workers": 1}}
+    check_resumable(validate_recipe(more_steps, "a.yaml"), run_dir)  # same model: resumable
+    wider = {**raw, "model": {**raw["model"], "n_embd": raw["model"]["n_embd"] * 2}}
+    with pytest.raises(ValueError, match=r"run.* holds a run of recipe .* whose model section\(s\) differ"):
+        check_resumable(validate_recipe(wider, "a.yaml"), run_dir)

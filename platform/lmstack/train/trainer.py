@@ -24,6 +24,31 @@ def storage_path(recipe: Recipe) -> str:
     return run_dir if runtime.is_uri(run_dir) else os.path.abspath(run_dir)
 
 
+RESUME_KEY = "resume_key.json"
+# What a checkpoint's tensors depend on. Other sections (workers, steps, lr, data paths) may change
+# between a run and its resumption.
+RESUME_SECTIONS = ("task", "model", "tokenizer", "finetune", "distill", "translate")
+
+
+def check_resumable(recipe: Recipe, run_dir: str) -> None:
+    """Fail before any cluster work when run_dir holds a run of a different model than `recipe`'s
+    (resuming it would fail deep in a worker with a tensor shape mismatch, or silently mix models)."""
+    path = runtime.join(run_dir, RESUME_KEY)
+    key = recipe.fingerprint(*RESUME_SECTIONS)
+    if runtime.exists(path):
+        stored = runtime.read_json(path)
+        if stored.get("key") != key:
+            changed = [s for s in RESUME_SECTIONS if stored.get("sections", {}).get(s) != recipe.fingerprint(s)]
+            raise ValueError(
+                f"{run_dir} holds a run of recipe {stored.get('recipe')!r} whose {', '.join(changed) or 'model'} "
+                f"section(s) differ from this recipe's; a run resumes only with the same model: give another "
+                f"--run-dir (or run_dir) or delete {run_dir}"
+            )
+        return
+    runtime.write_json(path, {"recipe": recipe.name, "key": key,
+                              "sections": {s: recipe.fingerprint(s) for s in RESUME_SECTIONS}})
+
+
 def load_data_info(recipe: Recipe) -> dict[str, Any]:
     path = runtime.join(recipe.data_dir(), "manifest.json")
     if not runtime.exists(path):
@@ -101,6 +126,7 @@ def train(recipe: Recipe, log=print) -> dict[str, Any]:
     info = load_data_info(recipe)
     run_dir = storage_path(recipe)
     runtime.makedirs(run_dir)
+    check_resumable(recipe, run_dir)
     if info.get("recipe_hash") != recipe.fingerprint("data", "tokenizer"):
         log("note: the prepared data was made from a different data/tokenizer section than this recipe's")
     trainer = build_trainer(recipe, info)
