@@ -67,14 +67,17 @@ def strategies(names: list[str]) -> str:
     return "\n".join(lines)
 
 
-def steps_sweep(budgets: list[int], names: list[str]) -> str:
+def steps_sweep(budgets: list[int], names: list[str], seed: int | None = None) -> str:
     from lmstack.transfer.run import finetune
 
     lines = ["| recipe | steps | val macro-F1 | test macro-F1 | test accuracy |", "|---|---|---|---|---|"]
     for steps in budgets:
         for name in names:
             overrides = [f"train.max_steps={steps}", f"train.eval_every={max(steps // 2, 1)}",
-                         f"train.warmup_steps={max(steps // 10, 1)}", f"run_dir={OUT}/steps/{name}_{steps}"]
+                         f"train.warmup_steps={max(steps // 10, 1)}",
+                         f"run_dir={OUT}/steps/{name}_{steps}" + (f"_seed{seed}" if seed is not None else "")]
+            if seed is not None:  # another initialization (scratch) / head (full) and batch order
+                overrides.append(f"train.seed={seed}")
             s = finetune(load_recipe(f"{RECIPES}/poetry_{name}.yaml", overrides))
             print(json.dumps({"steps": steps, "recipe": name, "val_macro_f1": s["val_macro_f1"],
                               "test_macro_f1": s.get("test_macro_f1"), "test_accuracy": s.get("test_accuracy")}),
@@ -87,6 +90,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("strategies", nargs="*", help=f"a subset of {STRATEGIES} (default: all)")
     ap.add_argument("--steps", type=int, nargs="+", help="step budgets for the scratch-vs-full sweep")
+    ap.add_argument("--seed", type=int, help="train.seed for the sweep's runs (default: the recipes')")
     args = ap.parse_args()
     if unknown := set(args.strategies) - set(STRATEGIES):
         ap.error(f"unknown strategies {sorted(unknown)}; known: {STRATEGIES}")
@@ -94,10 +98,10 @@ def main() -> None:
     started = time.time()
     names = args.strategies or (["scratch", "full"] if args.steps else STRATEGIES)
     lm_info = ensure_lm(names)
-    table = steps_sweep(args.steps, names) if args.steps else strategies(names)
+    table = steps_sweep(args.steps, names, args.seed) if args.steps else strategies(names)
     print(table)
     os.makedirs(OUT, exist_ok=True)
-    name = f"{'steps' if args.steps else 'table'}_{'_'.join(names)}"
+    name = f"{'steps' if args.steps else 'table'}_{'_'.join(names)}" + (f"_seed{args.seed}" if args.seed is not None else "")
     with open(os.path.join(OUT, f"{name}.md"), "w") as f:
         f.write(table + f"\n\npretrained LM: {json.dumps(lm_info)}\ntotal wall time {time.time() - started:.0f} s\n")
 
