@@ -166,7 +166,13 @@ class Translation:
         n_target = int((batch["labels"] != -100).sum())
         if not (model.training and self.label_smoothing):
             return model(**batch).loss, n_target  # mean over target tokens
-        logits = model(**batch).logits
+        # Without labels the model computes no loss of its own: one cross-entropy per step, not two.
+        from transformers.models.marian.modeling_marian import shift_tokens_right
+
+        cfg = getattr(model, "module", model).config
+        decoder_input_ids = shift_tokens_right(batch["labels"], cfg.pad_token_id, cfg.decoder_start_token_id)
+        logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                       decoder_input_ids=decoder_input_ids).logits
         loss = torch.nn.functional.cross_entropy(
             logits.flatten(0, 1).float(), batch["labels"].flatten(), ignore_index=-100,
             label_smoothing=self.label_smoothing,
