@@ -258,3 +258,104 @@ def test_served_translations_match_predict_over_http(trained):
         assert [(m["id"], m["task"]) for m in models] == [("zh2en", "translate")]
     finally:
         serve.shutdown()
+
+
+def test_max_train_pairs_keeps_test_and_val_and_sets_the_rest_aside():
+    pairs = [{"en": en, "zh": zh, "source": "p", "line": i} for i, (en, zh) in enumerate(synthetic_pairs(300))]
+    pairs.append({**pairs[7], "zh": "汤汤。", "line": 300})  # shares pair 7's English: one group of two
+    full = tdata.split_pairs(pairs, 40, 30, seed=3)
+    capped = tdata.split_pairs(pairs, 40, 30, seed=3, max_train=100)
+    assert capped["test"] == full["test"] and capped["val"] == full["val"]
+    assert len(capped["train"]) == 100 and not full["unused"]
+    key = lambda p: p["line"]  # noqa: E731
+    assert sorted(capped["train"] + capped["unused"], key=key) == sorted(full["train"], key=key)
+    english = {p["en"]: s for s in ("train", "unused") for p in capped[s]}
+    assert all(english[p["en"]] == s for s in ("train", "unused") for p in capped[s])  # groups stay whole
+
+
+def test_decoder_transfer_route_pretrains_on_lm_text_and_translates(ray_cluster, tmp_path):
+    """prepare writes lm_text/ (train sentences only); an LM pretrained on it with the translate tokenizer
+    is fine-tuned as a decoder-only translator (translate.arch: decoder) that predict/evaluate serve."""
+    import pyarrow.parquet as pq
+
+    from lmstack.cli import main
+    from lmstack.config import load_recipe
+    from lmstack.tasks import get_task
+    from lmstack.train.trainer import train
+    from lmstack.translate.decoder import check_fits
+
+    corpus = tmp_path / "pairs.txt"
+    write_corpus(corpus)
+    raw = recipe_for(tmp_path, corpus).model_dump(mode="json")
+    raw["translate"].update({"lm_text": True, "max_train_pairs": 250})
+    recipe = validate_recipe(raw, "test")
+    manifest = get_task("translate").prepare(recipe, log=lambda *a: None)
+    data_dir = Path(recipe.data_dir())
+    read = lambda split: tdata.read_pairs(split, (data_dir / split).read_text().splitlines())[0]  # noqa: E731
+    train_pairs, unused = read("train.tsv"), read("train_unused.tsv")
+    held_out = read("test.tsv") + read("val.tsv")
+    lm_text = set(pq.read_table(data_dir / "lm_text").column("text").to_pylist())
+    assert manifest["examples"]["train"] == 250 and manifest["unused_train_pairs"] == len(unused) > 0
+    assert lm_text == {p[lang] for p in train_pairs + unused for lang in ("en", "zh")}
+    assert not lm_text & {p[lang] for p in held_out for lang in ("en", "zh")}
+
+    lm_recipe = tmp_path / "lm.yaml"
+    lm_recipe.write_text(
+        f"name: tiny_translate_lm\nrun_dir: {tmp_path / 'lm'}\n"
+        f"data: {{paths: ['{data_dir / 'lm_text'}'], format: parquet, split: hash, val_fraction: 0.05, block_size: 32}}\n"
+        f"tokenizer: {{kind: pretrained, path: '{data_dir / 'tokenizer'}'}}\n"
+        "model: {n_layer: 2, n_head: 4, n_embd: 64}\n"
+        "train: {num_workers: 1, batch_size: 16, max_steps: 60, lr: 3.0e-3, warmup_steps: 10, eval_every: 60, "
+        "eval_batches: 2, log_every: 30, keep_checkpoints: 1}\n", encoding="utf-8")
+    lm = load_recipe(lm_recipe)
+    get_task("lm").prepare(lm, log=lambda *a: None)
+    lm_dir = train(lm, log=lambda *a: None)["model_dir"]
+
+    raw["run_dir"] = str(tmp_path / "dec")
+    raw["translate"]["arch"] = "decoder"
+    raw["model"] = {"path": lm_dir}
+    raw["data"]["output"] = str(data_dir)
+    raw["train"]["max_steps"] = 250
+    summary = train(validate_recipe(raw, "test"), log=lambda *a: None)
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert main(["evaluate", "--model", summary["model_dir"], "--data", str(data_dir / "test.tsv")]) == 0
+    metrics = json.loads(buf.getvalue().strip().splitlines()[-1])
+    assert metrics["pairs"] == 40 and metrics["bleu"] > 30.0, metrics
+
+    # An LM of another vocabulary or too short a context is refused, naming model.path.
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(lm_dir)
+    with pytest.raises(ValueError, match="vocabulary"):
+        check_fits(config, config.vocab_size + 1, 32, lm_dir)
+    with pytest.raises(ValueError, match="block_size >= 64"):
+        check_fits(config, config.vocab_size, 64, lm_dir)
+
+
+def test_back_translation_rows_come_from_the_reverse_model(trained, tmp_path):
+    """Monolingual Chinese + a zh->en reverse model -> en->zh rows: synthetic English source, real target."""
+    from lmstack.tasks import get_task
+    from lmstack.tasks.translate import predict
+    from lmstack.translate.augment import back_translated_rows
+
+    chinese = ["汤看这猫。", "玛吃红鱼。", "老狗读新书。", "这小猫喜大鱼。"]
+    mono = tmp_path / "mono_zh.txt"
+    mono.write_text("\n".join(chinese) + "\n\n", encoding="utf-8")  # a blank line is skipped
+    rows = back_translated_rows(str(mono), "zh", trained["model_dir"], None, {"num_beams": 2}).take_all()
+    expected = [r["translation"] for r in predict(trained["model_dir"], chinese, num_beams=2)]
+    assert [r["tgt"] for r in rows] == chinese and [r["src"] for r in rows] == expected
+    assert {r["direction"] for r in rows} == {"en-zh"}
+
+    raw = trained["recipe"].model_dump(mode="json")
+    raw["run_dir"] = str(tmp_path / "bt")
+    raw["translate"]["directions"] = ["en-zh"]
+    raw["translate"]["augment"] = {"monolingual": str(mono), "monolingual_lang": "zh",
+                                   "reverse_model": trained["model_dir"], "max_sentences": 3}
+    manifest = get_task("translate").prepare(validate_recipe(raw, "test"), log=lambda *a: None)
+    assert manifest["augmented"]["back_translated"] == 3
+    assert manifest["examples"]["train"] == trained["manifest"]["examples"]["train"] + 3
+    # Back-translating into a language no direction targets is refused when the recipe is read.
+    raw["translate"]["directions"] = ["zh-en"]
+    with pytest.raises(RecipeError, match="monolingual_lang"):
+        validate_recipe(raw, "test")

@@ -6,6 +6,7 @@ encode on Ray Data -> Parquet train/val/test + the same splits as TSV + rejects/
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from typing import Any
@@ -41,6 +42,8 @@ def _decode_opts(recipe_translate: dict[str, Any], given: dict[str, Any]) -> dic
 class Translation:
     name = "translate"
     label_smoothing = 0.0  # set from the recipe by build_model
+    arch = "encoder-decoder"  # set from the recipe by build_model
+    pad_id = 0
 
     # ---- data ---------------------------------------------------------------------------------
     def prepare(self, recipe: Recipe, log: Any = print) -> dict[str, Any]:
@@ -52,7 +55,7 @@ class Translation:
         cfg = recipe.translate
         assert cfg is not None  # the recipe validator guarantees it for task translate
         out = recipe.data_dir()
-        for stale in (*SPLITS, "rejects", "tokenizer"):  # a re-run replaces, never mixes, outputs
+        for stale in (*SPLITS, "rejects", "tokenizer", "lm_text", "train_unused.tsv"):  # a re-run replaces, never mixes, outputs
             runtime.remove_dir(runtime.join(out, stale))
         runtime.makedirs(out)
 
@@ -77,12 +80,23 @@ class Translation:
                 f"data.paths: {len(pairs)} pairs leave none for training after translate.test_size "
                 f"({cfg.test_size}) + translate.val_size ({cfg.val_size})"
             )
-        splits = tdata.split_pairs(pairs, cfg.test_size, cfg.val_size, cfg.split_seed)
+        splits = tdata.split_pairs(pairs, cfg.test_size, cfg.val_size, cfg.split_seed, cfg.max_train_pairs)
+        unused = splits.pop("unused")
         for split, rows in splits.items():
             tdata.write_tsv(runtime.join(out, f"{split}.tsv"), rows)
+        if unused:
+            tdata.write_tsv(runtime.join(out, "train_unused.tsv"), unused)
+        train_text = [p[lang] for p in splits["train"] + unused for lang in ("en", "zh")]
+        if cfg.lm_text:
+            # Monolingual sentences, not pairs: shuffled by hash so no translation sits next to its source.
+            sentences = sorted(set(train_text), key=lambda t: hashlib.sha256(t.encode()).hexdigest())
+            ray.data.from_items([{"text": t} for t in sentences]).repartition(1).write_parquet(
+                runtime.join(out, "lm_text"))
+            log(f"lm_text: {len(sentences)} train-split sentences (both languages)")
 
         tok_dir = runtime.join(out, "tokenizer")
-        texts = [p[lang] for p in splits["train"] for lang in ("en", "zh")]  # train text only
+        # Train-split text only; with lm_text the LM sees the unused pairs' sentences, so the tokenizer does too.
+        texts = train_text if cfg.lm_text else [p[lang] for p in splits["train"] for lang in ("en", "zh")]
         tokenizer = train_tokenizer(texts, recipe.tokenizer.vocab_size, zh_chars=cfg.zh_tokens == "char")
         tokenizer.save_pretrained(tok_dir)
         log(f"tokenizer (byte-level BPE, Chinese {cfg.zh_tokens}, vocab {len(tokenizer)}) saved to {tok_dir}")
@@ -127,6 +141,7 @@ class Translation:
             "recipe": recipe.name,
             "recipe_hash": recipe.fingerprint("data", "tokenizer"),
             "inputs": recipe.data.paths,
+            "unused_train_pairs": len(unused),
             "records": {
                 "lines": len(pairs) + n_dup + len(rejects),
                 "rejected": len(rejects),
@@ -155,13 +170,20 @@ class Translation:
 
     # ---- training -----------------------------------------------------------------------------
     def build_model(self, recipe: Recipe, info: dict[str, Any]) -> torch.nn.Module:
+        from lmstack.translate.decoder import build_decoder
         from lmstack.translate.model import build_seq2seq
 
         if recipe.translate is not None:
             self.label_smoothing = recipe.translate.label_smoothing
-        return build_seq2seq(recipe.model, info)
+            self.arch = recipe.translate.arch
+        self.pad_id = info["pad_id"]
+        return build_decoder(recipe.model, info) if self.arch == "decoder" else build_seq2seq(recipe.model, info)
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        if self.arch == "decoder":
+            from lmstack.translate import decoder
+
+            return decoder.loss(model, batch, self.pad_id, self.label_smoothing)
         batch = _trim(batch)
         n_target = int((batch["labels"] != -100).sum())
         if not (model.training and self.label_smoothing):
@@ -212,10 +234,11 @@ def predict(model_dir: str, texts: list[str], direction: str | None = None, num_
             length_penalty: float | None = None, max_new_tokens: int | None = None,
             batch_size: int | None = None) -> list[dict[str, Any]]:
     """Translate `texts` with an exported model; one dict (source, translation, direction) per text."""
-    from lmstack.translate.decode import translate
+    from lmstack.translate import decode, decoder
     from lmstack.translate.serving import load
 
     direction, section = _direction(model_dir, direction)
+    translate = decoder.translate if section.get("arch") == "decoder" else decode.translate
     opts = _decode_opts(section, {"num_beams": num_beams, "length_penalty": length_penalty,
                                   "max_new_tokens": max_new_tokens, "batch_size": batch_size})
     model, tok, max_length = load(model_dir)

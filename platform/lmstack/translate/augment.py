@@ -58,16 +58,18 @@ class BackTranslate:
     def __init__(self, model_dir: str, reverse_direction: str, decode: dict[str, Any]):
         from lmstack.translate.serving import load
 
-        self.model, self.tok, self.max_length = load(model_dir)
+        load(model_dir)  # once per actor, before the first batch
+        self.model_dir = model_dir
         self.reverse_direction = reverse_direction
         self.decode = decode
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from lmstack.translate.decode import translate
+        from lmstack.tasks.translate import predict
 
         texts = [str(t) for t in batch["text"]]
-        synthetic = translate(self.model, self.tok, texts, self.reverse_direction, max_length=self.max_length,
-                              **self.decode)
+        # predict() picks the decoding of the reverse model's architecture (encoder-decoder or decoder).
+        rows = predict(self.model_dir, texts, direction=self.reverse_direction, **self.decode)
+        synthetic = [r["translation"] for r in rows]
         forward = "-".join(reversed(self.reverse_direction.split("-")))
         return {"src": np.array(synthetic, dtype=object), "tgt": np.array(texts, dtype=object),
                 "direction": np.array([forward] * len(texts), dtype=object)}

@@ -99,24 +99,27 @@ def _groups(pairs: list[dict[str, Any]]) -> list[list[int]]:
     return list(groups.values())
 
 
-def split_pairs(pairs: list[dict[str, Any]], test_size: int, val_size: int, seed: int) -> dict[str, list[dict]]:
-    """Deterministic test/val/train by a seeded hash of each group; test and val hold whole groups."""
+def split_pairs(pairs: list[dict[str, Any]], test_size: int, val_size: int, seed: int,
+                max_train: int | None = None) -> dict[str, list[dict]]:
+    """Deterministic test/val/train by a seeded hash of each group; test and val hold whole groups.
+    With max_train, train takes whole groups in hash order up to that many pairs and the rest go to
+    "unused" (test and val are the same either way)."""
 
     def key(group: list[int]) -> str:
         first = pairs[group[0]]
         return hashlib.sha256(f"{seed}\x00{first['en']}\x00{first['zh']}".encode()).hexdigest()
 
     groups = sorted(_groups(pairs), key=key)
-    out: dict[str, list[dict]] = {"test": [], "val": [], "train": []}
-    wanted = {"test": test_size, "val": val_size}
+    out: dict[str, list[dict]] = {"test": [], "val": [], "train": [], "unused": []}
+    wanted = {"test": test_size, "val": val_size, "train": max_train if max_train is not None else len(pairs)}
     for group in groups:
-        # Fill test, then val, exactly: a group that would overshoot goes on to the next split.
-        for split in ("test", "val"):
+        # Fill test, then val, then train exactly: a group that would overshoot goes on to the next split.
+        for split in ("test", "val", "train"):
             if len(out[split]) + len(group) <= wanted[split]:
                 out[split].extend(pairs[i] for i in group)
                 break
         else:
-            out["train"].extend(pairs[i] for i in group)
+            out["unused"].extend(pairs[i] for i in group)
     for split in out:
         out[split].sort(key=lambda p: (p["source"], p["line"]))
     return out

@@ -22,12 +22,17 @@ def lineage(model_dir: str) -> dict[str, Any]:
 def load(model_dir: str):
     """(model, tokenizer, max_length) of an exported translate model, in eval mode."""
     import torch
-    from transformers import MarianMTModel
+    from transformers import AutoModelForCausalLM, MarianMTModel
 
     from lmstack.data.tokenizer import load_tokenizer
 
-    model = MarianMTModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
-    model.eval()
+    section = (lineage(model_dir).get("recipe") or {}).get("translate") or {}
     tok = load_tokenizer(model_dir)
-    max_length = int(model.config.max_position_embeddings) - 2
+    if section.get("arch") == "decoder":
+        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+        max_length = int(section.get("max_length", 64))
+    else:
+        model = MarianMTModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32)
+        max_length = int(model.config.max_position_embeddings) - 2
+    model.eval()
     return model, tok, max_length
