@@ -89,7 +89,7 @@ def pretrained_lm(steps: int) -> dict:
     return trained(lm)
 
 
-def variant(name: str, steps: int, lm_steps: int) -> tuple[Recipe, dict, dict]:
+def variant(name: str, steps: int, lm_steps: int, reverse_steps: int) -> tuple[Recipe, dict, dict]:
     """The variant's recipe, its train summary, and the compute it stands on (reverse model, LM)."""
     before: dict = {}
     if name == "encdec":
@@ -97,11 +97,13 @@ def variant(name: str, steps: int, lm_steps: int) -> tuple[Recipe, dict, dict]:
     elif name == "noise":
         r = recipe(name, "data_noise", steps, ["translate.augment.noise_copies=1"])
     elif name == "bt":
-        reverse = trained(recipe("reverse", "data_enzh", steps, ["translate.directions=[en-zh]"]))
+        reverse = trained(recipe("reverse", "data_enzh", reverse_steps, ["translate.directions=[en-zh]"]))
         before = {"reverse_train_wall_s": reverse.get("wall_s"), "reverse_val_loss": reverse.get("val_loss")}
-        r = recipe(name, tag("data_bt", steps), steps, [f"translate.augment.monolingual={monolingual_english()}",
-                                                        "translate.augment.monolingual_lang=en",
-                                                        f"translate.augment.reverse_model={reverse['model_dir']}"])
+        monolingual = [f"translate.augment.monolingual={monolingual_english()}", "translate.augment.monolingual_lang=en",
+                       f"translate.augment.reverse_model={reverse['model_dir']}"]
+        # The back-translated data depends on the reverse model only.
+        r = recipe(name if reverse_steps == steps else f"{name}_rev{reverse_steps}", tag("data_bt", reverse_steps),
+                   steps, monolingual)
     elif name == "dec":
         r = recipe(name, "data", steps, DECODER)
     else:
@@ -113,6 +115,38 @@ def variant(name: str, steps: int, lm_steps: int) -> tuple[Recipe, dict, dict]:
     return r, trained(r), before
 
 
+def hypotheses(key: str, model_dir: str, sources: list[str]) -> list[str]:
+    """The model's beam-4 test translations, decoded once and kept beside the run."""
+    from lmstack.tasks.translate import predict
+
+    path = os.path.join(OUT, key, "test_hyps.txt")
+    if not os.path.exists(path):
+        hyps = [r["translation"].replace("\n", " ") for r in predict(model_dir, sources, direction="zh-en")]
+        with open(path, "w", encoding="utf-8") as f:
+            f.writelines(h + "\n" for h in hyps)
+    return open(path, encoding="utf-8").read().splitlines()
+
+
+def significance(results: dict, baseline: str) -> dict[str, dict]:
+    """Paired bootstrap resampling (sacrebleu, 1,000 samples) of every run against `baseline`: p-values and
+    95% confidence half-widths; p < 0.05 is the usual bar for "better" on one test set."""
+    from sacrebleu.metrics import BLEU, CHRF
+    from sacrebleu.significance import PairedTest
+
+    from lmstack.translate.data import read_pairs
+
+    pairs, _ = read_pairs(os.path.join(OUT, "data", "test.tsv"))
+    sources, refs = [p["zh"] for p in pairs], [p["en"] for p in pairs]
+    named = [(k, hypotheses(k, results[k].get("model_dir") or os.path.join(OUT, k, "model"), sources))
+             for k in [baseline, *sorted(set(results) - {baseline})]]
+    _, scores = PairedTest(named, {"BLEU": BLEU(), "chrF": CHRF()}, [refs], test_type="bs", n_samples=1000)()
+    out = {}
+    for i, name in enumerate(scores["System"]):
+        b, c = scores["BLEU"][i], scores["chrF2"][i]
+        out[name] = {"bleu_ci": round(float(b.ci), 2), "bleu_p": b.p_value, "chrf_p": c.p_value}
+    return out
+
+
 def main() -> None:
     from lmstack.tasks.translate import evaluate_file
     from lmstack.translate.serving import load
@@ -122,6 +156,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=DEFAULT_STEPS,
                     help=f"training steps of every model (default {DEFAULT_STEPS}; LM pretraining included)")
     ap.add_argument("--lm-steps", type=int, help="LM pretraining steps for dec_lm (default: --steps)")
+    ap.add_argument("--reverse-steps", type=int, help="steps of bt's reverse model (default: --steps)")
+    ap.add_argument("--report", action="store_true", help="train nothing: tabulate results.json with significance")
     args = ap.parse_args()
     if unknown := set(args.variants) - set(VARIANTS):
         ap.error(f"unknown variants {sorted(unknown)}; known: {VARIANTS}")
@@ -129,8 +165,8 @@ def main() -> None:
     prepared(recipe("encdec", "data", DEFAULT_STEPS, []))  # the shared split, tokenizer and lm_text
     results_path = os.path.join(OUT, "results.json")
     results = json.load(open(results_path)) if os.path.exists(results_path) else {}
-    for name in args.variants or VARIANTS:
-        r, summary, before = variant(name, args.steps, args.lm_steps or args.steps)
+    for name in [] if args.report else args.variants or VARIANTS:
+        r, summary, before = variant(name, args.steps, args.lm_steps or args.steps, args.reverse_steps or args.steps)
         scores = evaluate_file(summary["model_dir"], os.path.join(OUT, "data", "test.tsv"), direction="zh-en")
         params = sum(p.numel() for p in load(summary["model_dir"])[0].parameters())
         manifest = runtime.read_json(os.path.join(r.data_dir(), "manifest.json"))
@@ -138,16 +174,22 @@ def main() -> None:
         results[key] = {"bleu": scores["bleu"], "chrf": scores["chrf"], "val_loss": summary.get("val_loss"),
                          "params": params, "train_rows": manifest["examples"]["train"],
                          "augmented": manifest.get("augmented"), "train_wall_s": summary.get("wall_s"),
-                         "decode_s": scores["seconds"], "steps": args.steps, **before}
+                         "decode_s": scores["seconds"], "steps": args.steps, "model_dir": summary["model_dir"],
+                         **before}
         print(json.dumps({key: results[key]}), flush=True)
         runtime.write_json(results_path, results)
-    lines = ["| variant | steps | train rows | BLEU | chrF | val loss | params | train wall (s) | "
-             "+ reverse model / LM wall (s) |", "|---|---|---|---|---|---|---|---|---|"]
+    sig = significance(results, "encdec") if "encdec" in results else {}
+    lines = ["| variant | steps | train rows | BLEU (± 95% CI) | p vs encdec | chrF | p vs encdec | val loss | params | "
+             "train wall (s) | + reverse model / LM wall (s) |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         extra = r.get("reverse_train_wall_s") or r.get("lm_train_wall_s") or 0
-        lines.append(f"| {name} | {r.get('steps', DEFAULT_STEPS)} | {r['train_rows']:,} | {r['bleu']:.2f} | "
-                     f"{r['chrf']:.2f} | {(r['val_loss'] or float('nan')):.3f} | {r['params'] or 0:,} | "
-                     f"{r['train_wall_s'] or 0:.0f} | {extra:.0f} |")
+        g = sig.get(name, {})
+        p_bleu = "" if g.get("bleu_p") is None else f"{g['bleu_p']:.3f}"
+        p_chrf = "" if g.get("chrf_p") is None else f"{g['chrf_p']:.3f}"
+        lines.append(f"| {name} | {r.get('steps', DEFAULT_STEPS)} | {r['train_rows']:,} | {r['bleu']:.2f} "
+                     f"(± {g.get('bleu_ci', float('nan')):.2f}) | {p_bleu} | {r['chrf']:.2f} | {p_chrf} | "
+                     f"{(r['val_loss'] or float('nan')):.3f} | {r['params'] or 0:,} | {r['train_wall_s'] or 0:.0f} | "
+                     f"{extra:.0f} |")
     table = "\n".join(lines)
     print(table)
     with open(os.path.join(OUT, "table.md"), "w") as f:
