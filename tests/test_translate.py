@@ -324,13 +324,27 @@ def test_decoder_transfer_route_pretrains_on_lm_text_and_translates(ray_cluster,
     assert metrics["pairs"] == 40 and metrics["bleu"] > 30.0, metrics
 
     # An LM of another vocabulary or too short a context is refused, naming model.path.
+    import shutil
+
     from transformers import AutoConfig
+
+    from lmstack.translate.tokenizer import train_tokenizer
 
     config = AutoConfig.from_pretrained(lm_dir)
     with pytest.raises(ValueError, match="vocabulary"):
         check_fits(config, config.vocab_size + 1, 32, lm_dir)
     with pytest.raises(ValueError, match="block_size >= 64"):
         check_fits(config, config.vocab_size, 64, lm_dir)
+    # Same vocabulary size, other tokenizer: refused by train() on the driver, before any cluster work.
+    other = tmp_path / "other_lm"
+    shutil.copytree(lm_dir, other)
+    texts = [w for p in synthetic_pairs(200, seed=9) for w in (p[0].upper(), p[1][::-1])]
+    train_tokenizer(texts, config.vocab_size, zh_chars=False).save_pretrained(other)
+    raw["model"] = {"path": str(other)}
+    raw["run_dir"] = str(tmp_path / "dec_other")
+    with pytest.raises(ValueError, match="tokenizer is not the translate data's"):
+        train(validate_recipe(raw, "test"), log=lambda *a: None)
+    assert not (tmp_path / "dec_other" / "train").exists()
 
 
 def test_back_translation_rows_come_from_the_reverse_model(trained, tmp_path):

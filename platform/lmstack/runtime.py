@@ -106,6 +106,16 @@ def remove_dir(path: str) -> None:
         fs.delete_dir(p)
 
 
+def remove(path: str) -> None:
+    """Delete a file or a directory tree if it is there."""
+    fs, p = filesystem(path)
+    kind = fs.get_file_info(p).type
+    if kind == pafs.FileType.Directory:
+        fs.delete_dir(p)
+    elif kind == pafs.FileType.File:
+        fs.delete_file(p)
+
+
 def exists(path: str) -> bool:
     fs, p = filesystem(path)
     return fs.get_file_info(p).type != pafs.FileType.NotFound

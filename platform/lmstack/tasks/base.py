@@ -17,6 +17,8 @@ class Task(Protocol):
     - `param_groups(model, recipe) -> list[dict]` optimizer groups (default: decay / no-decay);
     - `export_model(model, out_dir)` writes the exported weights (default `save_pretrained`); with it,
       checkpoints also keep the training module's own weights for resume;
+    - `preflight(recipe, info)` checks inputs on the driver before any cluster work (e.g. that a
+      pretrained model fits the prepared data) and raises with the key and path at fault;
     - `eval_counts(model, batch) -> np.ndarray` per validation batch (e.g. a flattened confusion
       matrix); the loop sums them over batches and workers and calls `metrics(..., counts=summed)`.
     """

@@ -55,8 +55,9 @@ class Translation:
         cfg = recipe.translate
         assert cfg is not None  # the recipe validator guarantees it for task translate
         out = recipe.data_dir()
-        for stale in (*SPLITS, "rejects", "tokenizer", "lm_text", "train_unused.tsv"):  # a re-run replaces, never mixes, outputs
-            runtime.remove_dir(runtime.join(out, stale))
+        # A re-run replaces, never mixes, outputs.
+        for stale in (*SPLITS, "rejects", "tokenizer", "lm_text", "train_unused.tsv"):
+            runtime.remove(runtime.join(out, stale))
         runtime.makedirs(out)
 
         pairs, rejects = [], []
@@ -169,6 +170,12 @@ class Translation:
         return {split: ray.data.read_parquet(runtime.join(data_dir, split)) for split in ("train", "val")}
 
     # ---- training -----------------------------------------------------------------------------
+    def preflight(self, recipe: Recipe, info: dict[str, Any]) -> None:
+        if recipe.translate is not None and recipe.translate.arch == "decoder":
+            from lmstack.translate.decoder import preflight
+
+            preflight(recipe.model, info)
+
     def build_model(self, recipe: Recipe, info: dict[str, Any]) -> torch.nn.Module:
         from lmstack.translate.decoder import build_decoder
         from lmstack.translate.model import build_seq2seq

@@ -127,6 +127,9 @@ def train(recipe: Recipe, log=print) -> dict[str, Any]:
     run_dir = storage_path(recipe)
     runtime.makedirs(run_dir)
     check_resumable(recipe, run_dir)
+    preflight = getattr(get_task(recipe.task), "preflight", None)
+    if preflight is not None:  # inputs the task can check on the driver, before any cluster work
+        preflight(recipe, info)
     if info.get("recipe_hash") != recipe.fingerprint("data", "tokenizer"):
         log("note: the prepared data was made from a different data/tokenizer section than this recipe's")
     trainer = build_trainer(recipe, info)

@@ -57,6 +57,28 @@ def build_decoder(cfg: ModelConfig, info: dict[str, Any]) -> torch.nn.Module:
     return model
 
 
+def preflight(cfg: ModelConfig, info: dict[str, Any]) -> None:
+    """On the driver, before any cluster work: the LM at model.path must use this data's tokenizer (same
+    vocabulary, not merely the same size) and hold a source and a target in its context."""
+    import os
+
+    from transformers import AutoConfig
+
+    from lmstack.data.tokenizer import load_tokenizer
+
+    if not cfg.path:
+        return
+    if not os.path.isfile(os.path.join(cfg.path, "config.json")):
+        raise FileNotFoundError(f"model.path {cfg.path}: no config.json (not an exported model directory)")
+    check_fits(AutoConfig.from_pretrained(cfg.path, local_files_only=True), info["tokenizer"]["vocab_size"],
+               2 * info["max_length"], cfg.path)
+    if os.path.isfile(os.path.join(cfg.path, "tokenizer.json")):
+        if load_tokenizer(cfg.path).get_vocab() != load_tokenizer(info["tokenizer"]["dir"]).get_vocab():
+            raise ValueError(f"model.path {cfg.path}: its tokenizer is not the translate data's "
+                             f"({info['tokenizer']['dir']}); pretrain the LM with tokenizer {{kind: pretrained, "
+                             f"path: {info['tokenizer']['dir']}}}")
+
+
 def check_fits(config: Any, vocab: int, context: int, path: str | None) -> None:
     where = f"model.path {path}" if path else "model"
     got_vocab = config.vocab_size
