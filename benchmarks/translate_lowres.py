@@ -43,6 +43,7 @@ def tag(name: str, steps: int) -> str:
 def recipe(name: str, data: str, steps: int, extra: list[str]) -> Recipe:
     return load_recipe(RECIPE, [
         f"name=mt6k_{name}", f"run_dir={OUT}/{tag(name, steps)}", f"data.output={OUT}/{data}",
+        # lm_text for every variant: the tokenizer is trained on the same text, so all variants share it.
         "translate.max_train_pairs=6000", "translate.lm_text=true",
         f"train.max_steps={steps}", f"train.warmup_steps={max(steps // 8, 1)}",
         f"train.eval_every={max(steps // 4, 1)}", *extra,

@@ -125,11 +125,13 @@ def train(recipe: Recipe, log=print) -> dict[str, Any]:
     started = time.time()
     info = load_data_info(recipe)
     run_dir = storage_path(recipe)
+    preflight = getattr(get_task(recipe.task), "preflight", None)
+    # Before check_resumable writes the run dir's resume key: a refused model.path must not pin the
+    # run dir to that model, or the corrected recipe would be refused as "a different model".
+    if preflight is not None:
+        preflight(recipe, info)
     runtime.makedirs(run_dir)
     check_resumable(recipe, run_dir)
-    preflight = getattr(get_task(recipe.task), "preflight", None)
-    if preflight is not None:  # inputs the task can check on the driver, before any cluster work
-        preflight(recipe, info)
     if info.get("recipe_hash") != recipe.fingerprint("data", "tokenizer"):
         log("note: the prepared data was made from a different data/tokenizer section than this recipe's")
     trainer = build_trainer(recipe, info)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from lmstack.config import ModelConfig
-from lmstack.translate.data import encode_source, pad
+from lmstack.translate.data import encode_source
 
 
 def concat_batch(batch: dict[str, torch.Tensor], pad_id: int) -> dict[str, torch.Tensor]:
@@ -96,20 +96,18 @@ def translate(model, tokenizer, texts: list[str], direction: str, num_beams: int
               max_new_tokens: int = 64, batch_size: int = 64, max_length: int = 64) -> list[str]:
     """Continuations of the left-padded "[tag] source <eos>" prompts (generate derives positions from the mask)."""
     model.eval()
+    context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out: list[str] = [""] * len(texts)
     for start in range(0, len(order), batch_size):
         idx = order[start:start + batch_size]
         ids, _ = encode_source(tokenizer, [texts[i] for i in idx], direction, max_length)
-        width = max(len(s) for s in ids)
-        left = [[tokenizer.pad_token_id] * (width - len(s)) + s for s in ids]
-        mask = [[0] * (width - len(s)) + [1] * len(s) for s in ids]
-        context = getattr(model.config, "n_positions", None) or model.config.max_position_embeddings
+        prompts = tokenizer.pad({"input_ids": ids}, padding_side="left", return_tensors="pt")
+        width = prompts["input_ids"].shape[1]
         seqs = model.generate(
-            input_ids=torch.from_numpy(pad(left, width, tokenizer.pad_token_id)).long(),
-            attention_mask=torch.from_numpy(pad(mask, width, 0)).long(),
-            num_beams=num_beams, do_sample=False, length_penalty=length_penalty, early_stopping=num_beams > 1,
-            max_new_tokens=min(max_new_tokens, context - width), pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            **prompts, num_beams=num_beams, do_sample=False, length_penalty=length_penalty,
+            early_stopping=num_beams > 1, max_new_tokens=min(max_new_tokens, context - width),
+            pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
         )
         for i, text in zip(idx, tokenizer.batch_decode(seqs[:, width:], skip_special_tokens=True), strict=True):
             out[i] = text.strip()
