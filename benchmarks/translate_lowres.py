@@ -72,7 +72,7 @@ def trained(r: Recipe) -> dict:
 
 def monolingual_english() -> str:
     """The unused pairs' English, one sentence per line: the back-translation corpus."""
-    from lmstack.translate.data import read_pairs
+    from lmstack.tasks.translate.data import read_pairs
 
     path = os.path.join(OUT, "mono_en.txt")
     if not os.path.exists(path):
@@ -118,7 +118,7 @@ def variant(name: str, steps: int, lm_steps: int, reverse_steps: int) -> tuple[R
 
 def hypotheses(key: str, model_dir: str, sources: list[str]) -> list[str]:
     """The model's beam-4 test translations, decoded once and kept beside the run."""
-    from lmstack.tasks.translate import predict
+    from lmstack.tasks.translate.spec import predict
 
     path = os.path.join(OUT, key, "test_hyps.txt")
     if not os.path.exists(path):
@@ -134,7 +134,7 @@ def significance(results: dict, baseline: str) -> dict[str, dict]:
     from sacrebleu.metrics import BLEU, CHRF
     from sacrebleu.significance import PairedTest
 
-    from lmstack.translate.data import read_pairs
+    from lmstack.tasks.translate.data import read_pairs
 
     pairs, _ = read_pairs(os.path.join(OUT, "data", "test.tsv"))
     sources, refs = [p["zh"] for p in pairs], [p["en"] for p in pairs]
@@ -149,8 +149,8 @@ def significance(results: dict, baseline: str) -> dict[str, dict]:
 
 
 def main() -> None:
-    from lmstack.tasks.translate import evaluate_file
-    from lmstack.translate.serving import load
+    from lmstack.tasks.translate.spec import evaluate_file
+    from lmstack.tasks.translate.serving import load
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("variants", nargs="*", help=f"a subset of {VARIANTS} (default: all)")

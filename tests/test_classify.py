@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from lmstack.config import RecipeError, validate_recipe
-from lmstack.evaluate.classify import confusion, flat_metrics, report
-from lmstack.tasks import get_task
-from lmstack.transfer.records import assign_split
+from lmstack.tasks.classify.metrics import confusion, flat_metrics, report
+from lmstack.tasks import get_spec
+from lmstack.tasks.classify.records import assign_split
 
 quiet = lambda *_: None  # noqa: E731
 ALPHABETS = {"red": "abcdefg", "green": "hijklmn", "blue": "opqrstu"}
@@ -106,7 +106,7 @@ def test_prepare_sets_aside_and_counts_rejects(tmp_path):
     (data / "more.csv").write_text('text,label\n"hhhiii jjj",green\n"aab",red,extra\n')
     (data / "README.md").write_text("# not data\n")
     recipe = classify_recipe(tmp_path, data)
-    info = get_task("classify").prepare(recipe, log=quiet)
+    info = get_spec("classify").prepare(recipe, log=quiet)
     assert info["rejected"] == 7 and info["records"] == 60 + 1 + 7
     assert info["rejected_by_reason"] == {"malformed JSON": 1, "missing label field label": 1,
                                           "missing text field text": 2, "record is not an object": 1,
@@ -127,7 +127,7 @@ def test_prepare_sets_aside_and_counts_rejects(tmp_path):
 
     # Balanced class weights: n / (C * n_c) over the training examples.
     recipe.classify.class_weights = "balanced"
-    info = get_task("classify").prepare(recipe, log=quiet)
+    info = get_spec("classify").prepare(recipe, log=quiet)
     counts = [info["class_counts"]["train"][label] for label in info["labels"]]
     assert info["class_weights"] == pytest.approx([sum(counts) / (3 * c) for c in counts])
 
@@ -135,7 +135,7 @@ def test_prepare_sets_aside_and_counts_rejects(tmp_path):
 def test_split_is_stable_and_kfold_folds_are_disjoint(tmp_path):
     data = make_labelled(tmp_path / "data", n=90)
     recipe = classify_recipe(tmp_path, data, data={"folds": 4, "fold": 0}, classify={"test_fraction": 0.1})
-    info = get_task("classify").prepare(recipe, log=quiet)
+    info = get_spec("classify").prepare(recipe, log=quiet)
     cv = pq.read_table(Path(recipe.data_dir()) / "cv").to_pydict()
     test = pq.read_table(Path(recipe.data_dir()) / "test").column("id").to_pylist()
     val_sets = [{i for i, f in zip(cv["id"], cv["fold"], strict=True) if f == k} for k in range(4)]
@@ -150,7 +150,7 @@ def test_split_is_stable_and_kfold_folds_are_disjoint(tmp_path):
 def test_lm_text_holds_every_train_split_text_and_no_held_out_one(tmp_path):
     data = make_labelled(tmp_path / "data", n=120)
     recipe = classify_recipe(tmp_path, data, classify={"test_fraction": 0.2, "max_per_class": 20, "lm_text": True})
-    info = get_task("classify").prepare(recipe, log=quiet)
+    info = get_spec("classify").prepare(recipe, log=quiet)
     d = Path(recipe.data_dir())
     lm = pq.read_table(d / "lm_text").column("text").to_pylist()
     split_ids = {s: pq.read_table(d / s).column("id").to_pylist() for s in ("train", "val", "test")}
@@ -171,7 +171,7 @@ def test_lm_text_holds_every_train_split_text_and_no_held_out_one(tmp_path):
 def test_logits_loss_and_counts_on_a_batch(tmp_path):
     data = make_labelled(tmp_path / "data", n=30)
     recipe = classify_recipe(tmp_path, data, classify={"class_weights": "balanced"})
-    task = get_task("classify")
+    task = get_spec("classify")
     info = task.prepare(recipe, log=quiet)
     torch.manual_seed(0)
     model = task.build_model(recipe, info)

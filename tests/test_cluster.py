@@ -159,7 +159,7 @@ def test_submitted_job_finishes_and_its_logs_come_back(cluster, baseline):
     assert "trained tiny" in logs
     assert (run_dir / "model" / "config.json").is_file()
     listed = jobs.list_jobs(cluster.dashboard_url, local.auth_headers(cluster.state_dir))
-    assert sum(r["status"] == "SUCCEEDED" and "jobs/train.py" in r["entrypoint"] for r in listed) >= 1
+    assert sum(r["status"] == "SUCCEEDED" and "jobs/run.py train" in r["entrypoint"] for r in listed) >= 1
 
     # The CLI against the same head: list, status, logs.
     env = {**os.environ, "LMSTACK_CLUSTER_DIR": cluster.state_dir}
@@ -199,7 +199,7 @@ def test_kill_the_driver_resubmit_resumes_with_fewer_workers(cluster, prepared, 
     # Right after the first checkpoint (step 5): the workers die a moment after their driver, and
     # they must not reach the last step in that moment.
     wait_for((run_dir / "train" / "checkpoint_manager_snapshot.json").exists, what="a registered checkpoint")
-    drivers = [p for _, p in cluster_processes(cluster, "jobs/train.py") if str(run_dir) in " ".join(p.cmdline())]
+    drivers = [p for _, p in cluster_processes(cluster, "jobs/run.py train") if str(run_dir) in " ".join(p.cmdline())]
     assert drivers
     for p in drivers:
         os.kill(p.pid, signal.SIGKILL)

@@ -19,10 +19,10 @@ ROOT = jobs.PROJECT_ROOT
 def test_entrypoint_is_the_jobs_script(tmp_path):
     inside = os.path.join(ROOT, "jobs", "recipes", "shakespeare_char.yaml")
     cmd = jobs.entrypoint(inside, "train", ["train.max_steps=5"], run_dir="s3://b/run")
-    assert cmd == "python jobs/train.py jobs/recipes/shakespeare_char.yaml train.max_steps=5 --run-dir s3://b/run"
+    assert cmd == "python jobs/run.py train jobs/recipes/shakespeare_char.yaml train.max_steps=5 --run-dir s3://b/run"
     outside = tmp_path / "r.yaml"
     outside.write_text("name: x\n")
-    assert jobs.entrypoint(str(outside), "prepare") == f"python jobs/prepare.py {outside}"
+    assert jobs.entrypoint(str(outside), "prepare") == f"python jobs/run.py prepare {outside}"
     with pytest.raises(ValueError, match="unknown verb"):
         jobs.entrypoint(inside, "nope")
     with pytest.raises(FileNotFoundError):
@@ -32,7 +32,7 @@ def test_entrypoint_is_the_jobs_script(tmp_path):
 
 def test_runtime_env_carries_the_project_without_its_bulk():
     env = jobs.runtime_env(env_vars={"AWS_ENDPOINT_URL": "http://x"})
-    assert env["working_dir"] == ROOT and os.path.isfile(os.path.join(ROOT, "jobs", "train.py"))
+    assert env["working_dir"] == ROOT and os.path.isfile(os.path.join(ROOT, "jobs", "run.py"))
     assert {".venv", "runs", ".git"} <= set(env["excludes"])
     assert env["py_modules"] == [os.path.join(ROOT, "platform", "lmstack")]
     assert env["env_vars"]["AWS_ENDPOINT_URL"] == "http://x"

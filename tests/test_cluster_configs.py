@@ -87,8 +87,8 @@ def test_kuberay_rayjob_runs_a_recipe_through_jobs_entrypoint():
     doc = load(CLUSTER / "kuberay" / "rayjob.yaml")
     assert doc["apiVersion"] == "ray.io/v1" and doc["kind"] == "RayJob" and doc["metadata"]["name"]
     spec = doc["spec"]
-    assert "python jobs/train.py jobs/recipes/" in spec["entrypoint"]
-    recipe = spec["entrypoint"].split("jobs/train.py ")[1].split()[0]
+    assert "python jobs/run.py train jobs/recipes/" in spec["entrypoint"]
+    recipe = spec["entrypoint"].split("jobs/run.py train ")[1].split()[0]
     assert (ROOT / recipe).is_file()
     assert isinstance(yaml.safe_load(spec["runtimeEnvYAML"]), dict)
     assert spec["shutdownAfterJobFinishes"] is True

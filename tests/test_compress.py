@@ -88,7 +88,7 @@ def test_int8_classifier_predicts_and_counts_rejects(tmp_path):
     out = str(tmp_path / "llama_int8")
     rep = compress(src, "int8", out, data=data, runs=3, log=quiet)
 
-    assert rep["kind"] == "classify" and rep["conv1d_converted"] == 0
+    assert rep["kind"] == "sequence_classifier" and rep["conv1d_converted"] == 0
     assert rep["quantized_layers"] == 2 * 7 + 1  # q, k, v, o, gate, up, down per block + the score head
     assert rep["data_rows"] == 40 and rep["rejected"] == 3
     reasons = [json.loads(line)["reason"] for line in open(os.path.join(out, "rejects.jsonl"))]

@@ -19,8 +19,8 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from conftest import make_corpus, tiny_recipe
 from lmstack.config import DistillConfig, RecipeError, validate_recipe
 from lmstack.data.tokenizer import char_tokenizer, load_tokenizer
-from lmstack.tasks import get_task
-from lmstack.tasks.distill import soft_kl
+from lmstack.tasks import get_spec
+from lmstack.train.distill_task import soft_kl
 from lmstack.train.distill import distill
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
@@ -85,7 +85,7 @@ def lm_setup(tmp_path_factory):
     recipe = tiny_recipe(tmp, make_corpus(tmp / "corpus", docs=80))
     recipe.model.n_layer, recipe.model.n_embd = 2, 32
     info = prepare(recipe, log=quiet)
-    task = get_task("lm")
+    task = get_spec("lm")
     return recipe, info, fit_teacher(task, recipe, info, ["input_ids"], tmp / "teacher")
 
 
@@ -101,7 +101,7 @@ def test_lm_student_moves_towards_teacher(lm_setup, tmp_path):
 
     # The export is the student alone: a plain 1-layer model, no teacher tensor in its file.
     student = AutoModelForCausalLM.from_pretrained(summary["model_dir"], local_files_only=True)
-    task = get_task("lm")
+    task = get_spec("lm")
     fresh = untrained_student(task, recipe, info)
     assert student.config.n_layer == 1
     assert set(load_file(os.path.join(summary["model_dir"], "model.safetensors"))) <= set(fresh.state_dict())
@@ -155,7 +155,7 @@ def test_classifier_student_learns_teacher_distribution(tmp_path):
         "train": {"batch_size": 8, "max_steps": 40, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
                   "eval_every": 20, "eval_batches": 8, "log_every": 10},
     }, "test")
-    task = get_task("classify")
+    task = get_spec("classify")
     info = task.prepare(recipe, log=quiet)
     names = ["input_ids", "attention_mask", "labels"]
     teacher_dir = fit_teacher(task, recipe, info, names, tmp_path / "teacher")

@@ -6,7 +6,7 @@ import torch
 from lmstack.config import ModelConfig, TrainConfig
 from lmstack.models import build_causal_lm, load_causal_lm
 from lmstack.train.checkpoint import Progress
-from lmstack.train.loop import _early_stop
+from lmstack.train.loop import early_stop
 from lmstack.train.schedule import lr_at
 
 
@@ -35,6 +35,6 @@ def test_schedule_warms_up_then_decays_to_min():
 def test_early_stopping_patience():
     cfg = TrainConfig(early_stopping={"patience": 2, "min_delta": 0.01})
     progress = Progress()
-    decisions = [_early_stop(cfg, progress, {"val_loss": v}) for v in (3.0, 2.5, 2.495, 2.6, 2.4, 2.45, 2.41)]
+    decisions = [early_stop(cfg, progress, {"val_loss": v}) for v in (3.0, 2.5, 2.495, 2.6, 2.4, 2.45, 2.41)]
     assert decisions == [False, False, False, True, False, False, True]
     assert progress.best_metric == 2.4

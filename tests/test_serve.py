@@ -46,7 +46,7 @@ def served(tmp_path_factory):
     from ray import serve
 
     from lmstack.serve.app import deploy
-    from lmstack.serve.settings import ServeSettings
+    from lmstack.api.settings import ServeSettings
 
     tmp = tmp_path_factory.mktemp("serve")
     v1, v2 = make_tiny_lm(tmp / "v1", 0), make_tiny_lm(tmp / "v2", 1)

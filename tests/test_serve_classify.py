@@ -55,11 +55,11 @@ def served(tmp_path_factory):
 
 
 def test_classify_matches_the_task_predict_and_batches_concurrent_requests(served):
-    from lmstack.tasks import get_task
+    from lmstack.tasks import get_spec
 
     base, model = served
     texts = ["the moon over the river", "spring wind", "a cold night, a lone boat, snow"]
-    expected = get_task("classify").predict(model, texts)
+    expected = get_spec("classify").predict(model, texts)
     r = requests.post(f"{base}/v1/classify", json={"model": "form", "input": texts}, timeout=60)
     assert r.status_code == 200, r.text
     body = r.json()

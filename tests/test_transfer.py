@@ -13,9 +13,9 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 from lmstack.config import ModelConfig
 from lmstack.data.tokenizer import char_tokenizer
 from lmstack.models.factory import causal_lm_config
-from lmstack.tasks import get_task
-from lmstack.transfer.models import build_classifier, layer_decay_groups
-from lmstack.transfer.run import finetune, kfold
+from lmstack.tasks import get_spec
+from lmstack.tasks.classify.models import build_classifier, layer_decay_groups
+from lmstack.tasks.classify.run import finetune, kfold
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 quiet = lambda *_: None  # noqa: E731
@@ -48,7 +48,7 @@ def recipe_for(corpus, tmp_path, name, **finetune_fields):
 def initial_probs(recipe, texts):
     """What the model built for the recipe (seeded as the train loop seeds it) predicts before training."""
     from lmstack.data.tokenizer import load_tokenizer
-    from lmstack.transfer.prepare import encode
+    from lmstack.tasks.classify.prepare import encode
 
     info = json.load(open(os.path.join(recipe.data_dir(), "manifest.json")))
     torch.manual_seed(recipe.train.seed)
@@ -56,11 +56,11 @@ def initial_probs(recipe, texts):
     ids, mask = encode(load_tokenizer(info["tokenizer"]["dir"]), texts, info["max_length"])
     batch = {"input_ids": torch.as_tensor(ids), "attention_mask": torch.as_tensor(mask)}
     with torch.no_grad():
-        return torch.softmax(get_task("classify").logits(model, batch), -1).numpy()
+        return torch.softmax(get_spec("classify").logits(model, batch), -1).numpy()
 
 
 def predicted(model_dir, texts):
-    out = get_task("classify").predict(model_dir, texts)
+    out = get_spec("classify").predict(model_dir, texts)
     assert all(set(o["scores"]) == set(ALPHABETS) and abs(sum(o["scores"].values()) - 1) < 1e-5 for o in out)
     return np.asarray([[o["scores"][k] for k in sorted(ALPHABETS)] for o in out])
 
@@ -82,7 +82,7 @@ def test_full_finetune_from_pretrained(corpus, tmp_path):
     assert np.asarray(rep["confusion"]).shape == (3, 3)
     # evaluate_file on a labelled file agrees with predict() on the same texts.
     path = os.path.join(corpus[1], "data.jsonl")
-    ev = get_task("classify").evaluate_file(summary["model_dir"], path)
+    ev = get_spec("classify").evaluate_file(summary["model_dir"], path)
     assert ev["examples"] == 120 and 0 <= ev["macro_f1"] <= 1
 
 
@@ -145,7 +145,7 @@ def test_sklearn_strategies_save_servable_heads(corpus, tmp_path, strategy, clas
         assert summary["val_macro_f1"] > 0.8  # the classes have disjoint alphabets
     # The pickle-free artifact reproduces the fitted classifier's validation figures.
     rep = json.load(open(os.path.join(recipe.run_dir, "evaluate", "metrics.json")))
-    from lmstack.transfer.run import _val_frame
+    from lmstack.tasks.classify.run import _val_frame
 
     texts, y = _val_frame(recipe, "val")
     pred = np.asarray(predicted(summary["model_dir"], texts)).argmax(1)
@@ -158,7 +158,7 @@ def test_forest_is_trained_but_not_servable(corpus, tmp_path):
     summary = finetune(recipe, log=quiet)
     assert summary["servable"] is False and summary["val_macro_f1"] > 0.5
     with pytest.raises(ValueError, match="not servable"):
-        get_task("classify").predict(summary["model_dir"], TEXTS)
+        get_spec("classify").predict(summary["model_dir"], TEXTS)
 
 
 def test_kfold_runs_k_disjoint_folds(corpus, tmp_path):

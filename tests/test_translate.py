@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from lmstack.config import RecipeError, validate_recipe
-from lmstack.translate import data as tdata
+from lmstack.tasks.translate import data as tdata
 
 # A deterministic word-substitution "language": every English word has one Chinese character.
 LEXICON = {
@@ -73,14 +73,14 @@ def recipe_for(tmp: Path, data: Path, **train):
 
 @pytest.fixture(scope="module")
 def trained(ray_cluster, tmp_path_factory):
-    from lmstack.tasks import get_task
+    from lmstack.tasks import get_spec
     from lmstack.train.trainer import train
 
     tmp = tmp_path_factory.mktemp("translate")
     corpus = tmp / "pairs.txt"
     broken_at = write_corpus(corpus)
     recipe = recipe_for(tmp, corpus)
-    manifest = get_task("translate").prepare(recipe, log=lambda *a: None)
+    manifest = get_spec("translate").prepare(recipe, log=lambda *a: None)
     summary = train(recipe, log=lambda *a: None)
     return {"recipe": recipe, "manifest": manifest, "summary": summary, "broken_at": broken_at,
             "data_dir": Path(recipe.data_dir()), "model_dir": summary["model_dir"], "tmp": tmp}
@@ -131,7 +131,7 @@ def test_label_smoothing_is_a_training_loss_only(tmp_path):
 
 
 def test_noise_is_deterministic_and_keeps_a_token():
-    from lmstack.translate.augment import noisy
+    from lmstack.tasks.translate.augment import noisy
 
     a = noisy("the old cat reads the new book", "en", random.Random(1), 0.3, 0.3, 0.3)
     b = noisy("the old cat reads the new book", "en", random.Random(1), 0.3, 0.3, 0.3)
@@ -156,11 +156,11 @@ def test_prepare_counts_rejects_and_holds_out_test(trained):
 
 
 def test_tiny_model_learns_bleu_above_floor(trained):
-    from lmstack.tasks.translate import evaluate_file
-    from lmstack.translate.decode import translate
-    from lmstack.translate.metrics import score
-    from lmstack.translate.model import build_seq2seq
-    from lmstack.translate.serving import load
+    from lmstack.tasks.translate.spec import evaluate_file
+    from lmstack.tasks.translate.decode import translate
+    from lmstack.tasks.translate.metrics import score
+    from lmstack.tasks.translate.model import build_seq2seq
+    from lmstack.tasks.translate.serving import load
 
     test_file = str(trained["data_dir"] / "test.tsv")
     result = evaluate_file(trained["model_dir"], test_file, num_beams=1)
@@ -178,8 +178,8 @@ def test_tiny_model_learns_bleu_above_floor(trained):
 
 
 def test_beam_search_returns_its_highest_scoring_beam(trained):
-    from lmstack.translate.decode import beams, sequence_score, translate
-    from lmstack.translate.serving import load
+    from lmstack.tasks.translate.decode import beams, sequence_score, translate
+    from lmstack.tasks.translate.serving import load
 
     model, tok, max_length = load(trained["model_dir"])
     pairs, _ = tdata.read_pairs("t", (trained["data_dir"] / "test.tsv").read_text().splitlines())
@@ -228,7 +228,7 @@ def test_served_translations_match_predict_over_http(trained):
     from ray import serve
 
     from lmstack.serve.app import deploy
-    from lmstack.tasks import get_task
+    from lmstack.tasks import get_spec
 
     model_dir = trained["model_dir"]
     with socket.socket() as s:
@@ -240,7 +240,7 @@ def test_served_translations_match_predict_over_http(trained):
         base = f"http://127.0.0.1:{port}"
         pairs, _ = tdata.read_pairs("t", (trained["data_dir"] / "test.tsv").read_text().splitlines())
         texts = [p["zh"] for p in pairs[:4]]
-        expected = get_task("translate").predict(model_dir, texts, num_beams=2)
+        expected = get_spec("translate").predict(model_dir, texts, num_beams=2)
         r = requests.post(f"{base}/v1/translate", json={"model": "zh2en", "input": texts, "num_beams": 2},
                           timeout=120)
         assert r.status_code == 200, r.text
@@ -280,16 +280,16 @@ def test_decoder_transfer_route_pretrains_on_lm_text_and_translates(ray_cluster,
 
     from lmstack.cli import main
     from lmstack.config import load_recipe
-    from lmstack.tasks import get_task
+    from lmstack.tasks import get_spec
     from lmstack.train.trainer import train
-    from lmstack.translate.decoder import check_fits
+    from lmstack.tasks.translate.decoder import check_fits
 
     corpus = tmp_path / "pairs.txt"
     write_corpus(corpus)
     raw = recipe_for(tmp_path, corpus).model_dump(mode="json")
     raw["translate"].update({"lm_text": True, "max_train_pairs": 250})
     recipe = validate_recipe(raw, "test")
-    manifest = get_task("translate").prepare(recipe, log=lambda *a: None)
+    manifest = get_spec("translate").prepare(recipe, log=lambda *a: None)
     data_dir = Path(recipe.data_dir())
     read = lambda split: tdata.read_pairs(split, (data_dir / split).read_text().splitlines())[0]  # noqa: E731
     train_pairs, unused = read("train.tsv"), read("train_unused.tsv")
@@ -308,7 +308,7 @@ def test_decoder_transfer_route_pretrains_on_lm_text_and_translates(ray_cluster,
         "train: {num_workers: 1, batch_size: 16, max_steps: 60, lr: 3.0e-3, warmup_steps: 10, eval_every: 60, "
         "eval_batches: 2, log_every: 30, keep_checkpoints: 1}\n", encoding="utf-8")
     lm = load_recipe(lm_recipe)
-    get_task("lm").prepare(lm, log=lambda *a: None)
+    get_spec("lm").prepare(lm, log=lambda *a: None)
     lm_dir = train(lm, log=lambda *a: None)["model_dir"]
 
     raw["run_dir"] = str(tmp_path / "dec")
@@ -328,7 +328,7 @@ def test_decoder_transfer_route_pretrains_on_lm_text_and_translates(ray_cluster,
 
     from transformers import AutoConfig
 
-    from lmstack.translate.tokenizer import train_tokenizer
+    from lmstack.tasks.translate.tokenizer import train_tokenizer
 
     config = AutoConfig.from_pretrained(lm_dir)
     with pytest.raises(ValueError, match="vocabulary"):
@@ -349,9 +349,9 @@ def test_decoder_transfer_route_pretrains_on_lm_text_and_translates(ray_cluster,
 
 def test_back_translation_rows_come_from_the_reverse_model(trained, tmp_path):
     """Monolingual Chinese + a zh->en reverse model -> en->zh rows: synthetic English source, real target."""
-    from lmstack.tasks import get_task
-    from lmstack.tasks.translate import predict
-    from lmstack.translate.augment import back_translated_rows
+    from lmstack.tasks import get_spec
+    from lmstack.tasks.translate.spec import predict
+    from lmstack.tasks.translate.augment import back_translated_rows
 
     chinese = ["汤看这猫。", "玛吃红鱼。", "老狗读新书。", "这小猫喜大鱼。"]
     mono = tmp_path / "mono_zh.txt"
@@ -366,7 +366,7 @@ def test_back_translation_rows_come_from_the_reverse_model(trained, tmp_path):
     raw["translate"]["directions"] = ["en-zh"]
     raw["translate"]["augment"] = {"monolingual": str(mono), "monolingual_lang": "zh",
                                    "reverse_model": trained["model_dir"], "max_sentences": 3}
-    manifest = get_task("translate").prepare(validate_recipe(raw, "test"), log=lambda *a: None)
+    manifest = get_spec("translate").prepare(validate_recipe(raw, "test"), log=lambda *a: None)
     assert manifest["augmented"]["back_translated"] == 3
     assert manifest["examples"]["train"] == trained["manifest"]["examples"]["train"] + 3
     # Back-translating into a language no direction targets is refused when the recipe is read.

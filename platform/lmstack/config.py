@@ -6,6 +6,10 @@ import hashlib
 import json
 import os
 import re
+import types
+import typing
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -15,6 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serial
 
 class RecipeError(ValueError):
     """A recipe that cannot be used; the message is one line naming the file and the key."""
+
+
+class Unsupported(RecipeError):
+    """A verb or option a task does not offer; the message names the task and the alternative."""
 
 
 class Section(BaseModel):
@@ -186,8 +194,8 @@ class TuneConfig(Section):
     """`lmstack tune`: Ray Tune over training runs of this recipe (see lmstack.tune)."""
 
     space: dict[str, ParamSpec] = Field(min_length=1)  # dotted recipe key -> distribution
-    metric: str = "val_loss"
-    mode: Literal["min", "max"] = "min"
+    metric: str | None = None  # default: the metric that picks the task's exported checkpoint
+    mode: Literal["min", "max"] | None = None  # default: that metric's direction
     search: Literal["random", "grid", "optuna"] = "random"
     scheduler: Literal["none", "asha", "median", "pbt"] = "none"
     num_samples: int = Field(1, ge=1)  # random/optuna: trials; grid: repeats of the grid
@@ -210,71 +218,8 @@ class TuneConfig(Section):
 
     @model_validator(mode="after")
     def _keys_exist(self) -> TuneConfig:
-        from lmstack.tune.space import check_key
-
         for key in self.space:
             check_key(key)
-        return self
-
-
-class TranslateDecodeConfig(Section):
-    num_beams: int = Field(4, ge=1)  # 1 = greedy
-    length_penalty: float = 1.0  # beam score = sum log p / length ** length_penalty
-    max_new_tokens: int = Field(64, ge=1)
-    batch_size: int = Field(64, ge=1)
-
-
-class TranslateAugmentConfig(Section):
-    """Back-translation of a monolingual file (reverse model makes the sources) and source-side noise."""
-
-    monolingual: str | None = None  # one target-language sentence per line
-    monolingual_lang: Literal["en", "zh"] = "en"
-    reverse_model: str | None = None  # exported model that translates monolingual_lang -> the other
-    max_sentences: int | None = Field(None, ge=1)
-    noise_copies: int = Field(0, ge=0)  # noisy copies of each training source
-    p_delete: float = Field(0.1, ge=0, lt=1)
-    p_swap: float = Field(0.1, ge=0, lt=1)
-    p_mask: float = Field(0.1, ge=0, lt=1)
-
-    @model_validator(mode="after")
-    def _reverse_for_monolingual(self) -> TranslateAugmentConfig:
-        if self.monolingual and not self.reverse_model:
-            raise ValueError("reverse_model is required when monolingual is given")
-        return self
-
-
-class TranslateConfig(Section):
-    """task: translate. Pairs in cmn.txt format (English<TAB>Chinese<TAB>attribution) from data.paths."""
-
-    directions: list[Literal["zh-en", "en-zh"]] = Field(["zh-en"], min_length=1)
-    # encoder-decoder: a Marian-shaped seq2seq. decoder: a causal LM (the model section's family, or the
-    # pretrained lmstack LM at model.path, which must use this recipe's tokenizer) on "[tag] src <eos> tgt
-    # <eos>" rows with the loss on the target only: the transfer route.
-    arch: Literal["encoder-decoder", "decoder"] = "encoder-decoder"
-    zh_tokens: Literal["bpe", "char"] = "bpe"  # char: each CJK character is its own token
-    max_length: int = Field(64, ge=4)  # tokens per side, padded to this
-    test_size: int = Field(1000, ge=1)  # held-out pairs, never trained on
-    val_size: int = Field(500, ge=1)
-    split_seed: int = 0
-    # Train on this many training pairs only (whole leak-free groups, in seeded-hash order); the rest go
-    # to train_unused.tsv, e.g. as monolingual text for a low-resource experiment. None: every pair.
-    max_train_pairs: int | None = Field(None, ge=1)
-    # Also write `lm_text/`: every sentence of the train split (both languages, used pairs or not), one
-    # record each, to pretrain the decoder LM that arch: decoder fine-tunes; test and val never enter it.
-    lm_text: bool = False
-    # Training loss only (validation stays plain cross-entropy, so val_loss is comparable across runs).
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
-    decode: TranslateDecodeConfig = TranslateDecodeConfig()
-    augment: TranslateAugmentConfig = TranslateAugmentConfig()
-
-    @model_validator(mode="after")
-    def _monolingual_is_a_target(self) -> TranslateConfig:
-        # Back-translated rows translate into the monolingual language: a direction the model must train.
-        targets = {d.split("-")[1] for d in self.directions}
-        if self.augment.monolingual and self.augment.monolingual_lang not in targets:
-            raise ValueError(f"augment.monolingual_lang {self.augment.monolingual_lang!r} is not the target of any "
-                             f"of directions {self.directions}: back-translated pairs would train an untrained "
-                             "direction")
         return self
 
 
@@ -285,25 +230,6 @@ class DistillConfig(Section):
     temperature: float = Field(2.0, gt=0)
     # loss = alpha * T^2 * KL(teacher_T || student_T) + (1 - alpha) * hard-label loss (Hinton et al. 2015)
     alpha: float = Field(0.5, ge=0, le=1)
-
-
-class ClassifyConfig(Section):
-    """Task `classify`: which fields hold the text and the labels, and how examples are cut."""
-
-    # A field name, or several tried in order (the first present wins); a list of strings is joined.
-    text_field: str | list[str] = "text"
-    # "@dir": the label is the name of the folder holding the file (e.g. one folder per class).
-    label_field: str = "label"
-    extra_label_fields: list[str] = Field(default_factory=list)  # more heads for strategy multitask
-    max_length: int = Field(128, ge=2)  # tokens per example (clipped to the pretrained model's context)
-    class_weights: Literal["none", "balanced"] = "none"  # balanced: n / (classes * count) in the loss
-    # Held out by a stable hash of the record id before the train/val (or k-fold) split.
-    test_fraction: float = Field(0.0, ge=0, lt=1)
-    max_per_class: int | None = Field(None, ge=1)  # deterministic subsample (lowest id hashes)
-    # Also write `lm_text/`: the text of every record in the train split, labelled subsample or not, to
-    # pretrain the LM that finetune.from_model loads (validation and test texts stay unseen); a char
-    # tokenizer then covers its characters too.
-    lm_text: bool = False
 
 
 class LoraSettings(Section):
@@ -340,9 +266,43 @@ class FinetuneConfig(Section):
         return self
 
 
+@dataclass(frozen=True)
+class TaskSection:
+    """What a task adds to the recipe: its own section (a pydantic model) and cross-section checks.
+    Task packages register theirs on import (lmstack.tasks), so this module names no task."""
+
+    task: str
+    key: str | None = None
+    model: type[Section] | None = None
+    required: bool = False
+    check: Callable[[Recipe], None] | None = None
+
+
+TASKS: dict[str, TaskSection] = {}
+
+
+def register_task(entry: TaskSection) -> None:
+    TASKS[entry.task] = entry
+
+
+def _section_owner(key: str) -> TaskSection | None:
+    return next((t for t in TASKS.values() if t.key == key), None)
+
+
+class SectionError(ValueError):
+    """A task section's own validation error, kept with its dotted key for the one-line message."""
+
+    def __init__(self, key: str, msg: str):
+        super().__init__(f"{key}: {msg}")
+        self.key, self.msg = key, msg
+
+
 class Recipe(Section):
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
-    task: Literal["lm", "classify", "translate"] = "lm"
+    # Task sections (classify:, translate:, ...) arrive as extra keys, validated by the task's model.
+    model_config = ConfigDict(extra="allow", protected_namespaces=())
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # not "." or ".."
+    task: str = "lm"
     run_dir: str | None = None  # default: runs/<name>
     data: DataConfig
     tokenizer: TokenizerConfig = TokenizerConfig()
@@ -350,33 +310,64 @@ class Recipe(Section):
     train: TrainConfig = TrainConfig()
     generate: GenerateConfig = GenerateConfig()
     tune: TuneConfig | None = None
-    classify: ClassifyConfig | None = None
     finetune: FinetuneConfig = FinetuneConfig()
-
-    @model_validator(mode="after")
-    def _task_sections(self) -> Recipe:
-        if self.task == "classify" and self.classify is None:
-            raise ValueError("task classify needs a classify section (text_field, label_field, ...)")
-        if self.finetune.strategy == "multitask" and not (self.classify and self.classify.extra_label_fields):
-            raise ValueError("strategy multitask needs classify.extra_label_fields")
-        if self.classify and self.classify.lm_text and self.data.folds:
-            raise ValueError("classify.lm_text needs a validation split: with data.folds every record "
-                             "validates some fold, so no text is safe to pretrain on")
-        return self
     distill: DistillConfig | None = None
-    translate: TranslateConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _task_sections(cls, raw: Any) -> Any:
+        if not isinstance(raw, dict):
+            return raw
+        task = raw.get("task", "lm")
+        if task not in TASKS:
+            raise SectionError("task", f"unknown task {task!r}; known: {sorted(TASKS)}")
+        raw = dict(raw)
+        for key in [k for k in raw if k not in cls.model_fields]:
+            owner = _section_owner(key)
+            if owner is None:
+                raise SectionError(key, "unknown key")
+            if raw[key] is None:
+                del raw[key]
+                continue
+            if owner.task != task:
+                raise SectionError(key, f"a section of task {owner.task!r}; this recipe's task is {task!r}")
+            if not isinstance(raw[key], owner.model):
+                try:
+                    raw[key] = owner.model.model_validate(raw[key])
+                except ValidationError as err:
+                    first = err.errors()[0]
+                    sub = ".".join(str(p) for p in first["loc"])
+                    msg = "unknown key" if first["type"] == "extra_forbidden" else first["msg"]
+                    raise SectionError(f"{key}.{sub}" if sub else key, msg) from None
+        own = TASKS[task]
+        if own.key and own.key not in raw:
+            if own.required:
+                raise SectionError(own.key, f"task {task!r} needs a {own.key}: section")
+            raw[own.key] = own.model()
+        return raw
 
     @model_validator(mode="after")
-    def _task_section(self) -> Recipe:
-        if self.task == "translate" and self.translate is None:
-            raise ValueError("task 'translate' needs a translate: section")
-        return self
-
-    @model_validator(mode="after")
-    def _cv_needs_folds(self) -> Recipe:
+    def _cross_checks(self) -> Recipe:
         if self.tune is not None and self.tune.cross_validation and self.data.folds is None:
             raise ValueError("tune.cross_validation needs data.folds (the number of folds)")
+        check = TASKS[self.task].check
+        if check is not None:
+            check(self)
         return self
+
+    def __getattr__(self, item: str) -> Any:
+        # A registered task section this recipe does not have reads as None (recipe.translate is None).
+        try:
+            return super().__getattr__(item)
+        except AttributeError:
+            if _section_owner(item) is not None:
+                return None
+            raise
+
+    def section(self) -> Section | None:
+        """The recipe's own task section (e.g. recipe.translate for task translate)."""
+        key = TASKS[self.task].key
+        return getattr(self, key) if key else None
 
     def resolved_run_dir(self) -> str:
         return self.run_dir or os.path.join("runs", self.name)
@@ -388,9 +379,41 @@ class Recipe(Section):
         """A stable hash of the named sections (all of them when none are named)."""
         dumped = self.model_dump(mode="json")
         if sections:
-            dumped = {k: dumped[k] for k in sections}
+            dumped = {k: dumped.get(k) for k in sections}
         blob = json.dumps(dumped, sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# Data and tokenizer are prepared once for a whole search; a trial cannot change them.
+FROZEN_SECTIONS = {"name", "task", "run_dir", "data", "tokenizer", "tune"}
+
+
+def _model_of(annotation: Any) -> type[BaseModel] | None:
+    """The pydantic section class behind `Section` or `Section | None`, else None."""
+    candidates = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, BaseModel):
+            return c
+    return None
+
+
+def check_key(key: str) -> None:
+    """Raise ValueError naming `key` unless it is a leaf field of the recipe that a tune trial may set."""
+    parts = key.split(".")
+    if parts[0] in FROZEN_SECTIONS:
+        raise ValueError(f"{key}: cannot be searched (data and tokenizer are prepared once per search)")
+    owner = _section_owner(parts[0])
+    model: type[BaseModel] | None = Recipe
+    for i, part in enumerate(parts):
+        if i == 0 and owner is not None:
+            sub: type[BaseModel] | None = owner.model
+        elif model is None or part not in model.model_fields:
+            raise ValueError(f"{key}: unknown recipe key")
+        else:
+            sub = _model_of(model.model_fields[part].annotation)
+        if i == len(parts) - 1 and sub is not None and sub is not type(None):
+            raise ValueError(f"{key}: is a section; search one of its keys")
+        model = sub
 
 
 def _join(base: str, *parts: str) -> str:
@@ -449,6 +472,9 @@ def format_validation_error(err: ValidationError, source: str) -> str:
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "<root>"
     msg = first["msg"]
+    cause = (first.get("ctx") or {}).get("error")
+    if isinstance(cause, SectionError):
+        key, msg = cause.key, cause.msg
     if first["type"] == "extra_forbidden":
         msg = "unknown key"
     extra = f" (and {len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""

@@ -5,9 +5,12 @@ Paths may be local or URIs (s3://, gs://, file://); everything goes through pyar
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow.fs as pafs
@@ -154,3 +157,52 @@ def write_summary(run_dir: str, verb: str, figures: dict[str, Any], started: flo
     summary = {"verb": verb, **figures, "wall_time_s": round(time.time() - started, 2)}
     write_json(join(run_dir, "summary.json"), summary)
     return summary
+
+
+@contextlib.contextmanager
+def local_dir(path: str) -> Iterator[str]:
+    """A local directory with the contents of `path` (a temporary copy when it is a URI)."""
+    if not is_uri(path):
+        yield path
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        fs, p = filesystem(path)
+        pafs.copy_files(p, tmp, source_filesystem=fs)
+        yield tmp
+
+
+def fingerprint(obj: Any) -> str:
+    """A stable short hash of a JSON-able value."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def publish_dir(staged: str, dest: str) -> None:
+    """Move a fully written local directory to `dest`, replacing what was there. The old directory is
+    set aside (not deleted) until the new one is in place, so a crash never leaves neither."""
+    import shutil
+
+    parent = os.path.dirname(os.path.abspath(dest))
+    os.makedirs(parent, exist_ok=True)
+    incoming = tempfile.mkdtemp(prefix=".incoming-", dir=parent)
+    os.rmdir(incoming)
+    shutil.move(staged, incoming)  # same filesystem as dest from here on: the renames below are atomic
+    old = None
+    if os.path.lexists(dest):
+        old = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
+        os.rmdir(old)
+        os.replace(dest, old)
+    os.replace(incoming, dest)
+    _fsync_dir(parent)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync_dir(path: str) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

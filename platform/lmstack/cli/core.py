@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from lmstack.cli.common import add_verb, connect, print_json, recipe_from_args
+from lmstack.cli.tasks import add_task_options
 from lmstack.config import dump_recipe
 
 
@@ -12,12 +13,12 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     import time
 
     from lmstack import runtime
-    from lmstack.tasks import get_task
+    from lmstack.tasks import get_spec
 
     recipe = recipe_from_args(args)
     connect(args)
     started = time.time()
-    manifest = get_task(recipe.task).prepare(recipe)
+    manifest = get_spec(recipe.task).prepare(recipe)
     # Each task's manifest names its own counts; these are the ones worth a glance.
     shown = ("documents", "tokens", "blocks", "records", "examples", "labels")
     figures = {"data_dir": recipe.data_dir()}
@@ -39,7 +40,7 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from lmstack.evaluate.lm import evaluate
+    from lmstack.evaluate.split import evaluate
 
     if args.data or not args.recipe:  # a model and a data file, no recipe: the model's task scores it
         return _evaluate_file(args)
@@ -52,16 +53,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def _evaluate_file(args: argparse.Namespace) -> None:
     import json
 
-    from lmstack.cli.tasks import model_task, task_options
-    from lmstack.tasks import get_task
+    from lmstack.artifacts import model_task
+    from lmstack.cli.tasks import task_options
+    from lmstack.tasks import get_spec
 
     if not args.model or not args.data:
         raise FileNotFoundError("evaluate: give a recipe, or both --model DIR and --data FILE")
-    task = get_task(model_task(args.model))
-    if not hasattr(task, "evaluate_file"):
-        raise FileNotFoundError(f"evaluate: task {task.name!r} scores its validation split; give its recipe")
+    task = model_task(args.model)
     # One JSON object on the last line, so scripts can read the metrics with `tail -1`.
-    print(json.dumps(task.evaluate_file(args.model, args.data, **task_options(args))))
+    print(json.dumps(get_spec(task).evaluate_file(args.model, args.data, **task_options(args, task))))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -87,12 +87,12 @@ def register(verbs) -> None:
     p = add_verb(verbs, "evaluate", cmd_evaluate, "evaluate an exported model on the validation split, "
                  "or (--model DIR --data FILE, no recipe) on a data file with the model's task metrics",
                  recipe=False)
-    p.add_argument("recipe", nargs="?", help="recipe YAML file (language models)")
+    p.add_argument("recipe", nargs="?", help="recipe YAML file (its validation split, task metrics)")
     p.add_argument("overrides", nargs="*", help="section.key=value overrides")
     p.add_argument("--model", help="model directory (default: <run dir>/model)")
     p.add_argument("--data", help="data file in the model task's format (e.g. cmn.txt for translate)")
-    p.add_argument("--direction", choices=["zh-en", "en-zh"], help="translation models: which way")
     p.add_argument("--max-batches", type=int)
+    add_task_options(p)
     p = add_verb(verbs, "generate", cmd_generate, "sample text from an exported model", recipe=False, cluster=False)
     p.add_argument("model", help="exported model directory")
     p.add_argument("--prompt", default="\n")

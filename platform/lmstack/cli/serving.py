@@ -13,8 +13,8 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from pydantic import ValidationError
     from ray import serve
 
+    from lmstack.api.settings import ServeSettings, default_name
     from lmstack.serve.app import APP_NAME, deploy
-    from lmstack.serve.settings import ServeSettings, default_name
 
     names = args.name or []
     if len(names) > len(args.models):

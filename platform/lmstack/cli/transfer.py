@@ -9,11 +9,9 @@ from lmstack.config import RecipeError
 
 
 def cmd_finetune(args: argparse.Namespace) -> None:
-    from lmstack.transfer.run import finetune, kfold
+    from lmstack.train.finetune import finetune, kfold
 
     recipe = recipe_from_args(args)
-    if recipe.task != "classify":
-        raise RecipeError(f"{args.recipe}: task: finetune needs task classify (got {recipe.task!r})")
     if args.folds is not None and args.folds < 2:
         raise RecipeError(f"--folds {args.folds}: give at least 2 folds")
     connect(args)
@@ -22,5 +20,6 @@ def cmd_finetune(args: argparse.Namespace) -> None:
 
 def register(verbs) -> None:
     p = add_verb(verbs, "finetune", cmd_finetune,
-                 "transfer a pretrained lmstack model to classification (finetune.strategy); write summary.json")
-    p.add_argument("--folds", type=int, help="k-fold cross-validation: k runs in parallel, mean ± std macro-F1")
+                 "transfer a pretrained lmstack model to the recipe's task (finetune section); write summary.json")
+    p.add_argument("--folds", type=int, help="k-fold cross-validation: k runs in parallel, mean ± std of the "
+                                             "task's metric")

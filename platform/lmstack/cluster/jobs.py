@@ -4,7 +4,7 @@ A submission carries the project: runtime_env `working_dir` is the repository (w
 .git and caches) and `py_modules` is the lmstack package itself, so the driver and every Ray worker
 import the submitted code, not whatever the cluster has installed. The cluster's image provides the
 dependencies (cluster/*.yaml and cluster/Dockerfile install them). The entrypoint is
-`python jobs/<verb>.py RECIPE [overrides] [--run-dir DIR]`, the same as `lmstack <verb>`.
+`python jobs/run.py <verb> RECIPE [overrides] [--run-dir DIR]`, the same as `lmstack <verb>`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ EXCLUDES = [".venv", "runs", ".git", "**/__pycache__", "*.egg-info", ".pytest_ca
 TERMINAL = {"SUCCEEDED", "FAILED", "STOPPED"}
 
 
-def verbs(root: str = PROJECT_ROOT) -> list[str]:
-    """The verbs that have a job entrypoint (jobs/<verb>.py)."""
-    jobs = os.path.join(root, "jobs")
-    return sorted(f[:-3] for f in os.listdir(jobs) if f.endswith(".py") and not f.startswith("_"))
+JOB_VERBS = ("compress", "distill", "evaluate", "finetune", "generate", "prepare", "quickstart", "train", "tune")
+
+
+def verbs() -> list[str]:
+    """The verbs a job runs through jobs/run.py."""
+    return list(JOB_VERBS)
 
 
 def auth_headers_for(address: str) -> dict[str, str] | None:
@@ -55,16 +57,16 @@ def client(address: str | None = None, headers: dict[str, str] | None = None):
 
 def entrypoint(recipe: str, verb: str = "train", overrides: list[str] | tuple[str, ...] = (),
                run_dir: str | None = None, root: str = PROJECT_ROOT) -> str:
-    """`python jobs/<verb>.py ...` with the recipe as a path the job can open."""
-    if verb not in verbs(root):
-        raise ValueError(f"unknown verb {verb!r}: jobs/ has {', '.join(verbs(root))}")
+    """`python jobs/run.py <verb> ...` with the recipe as a path the job can open."""
+    if verb not in JOB_VERBS:
+        raise ValueError(f"unknown verb {verb!r}: jobs run {', '.join(JOB_VERBS)}")
     path = os.path.abspath(recipe)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{recipe}: no such recipe file")
     inside = os.path.commonpath([path, root]) == root
     # Inside the project the recipe travels with working_dir; outside it the cluster must see the path.
     recipe_arg = os.path.relpath(path, root) if inside else path
-    args = ["python", f"jobs/{verb}.py", recipe_arg, *overrides]
+    args = ["python", "jobs/run.py", verb, recipe_arg, *overrides]
     if run_dir:
         args += ["--run-dir", run_dir]
     return shlex.join(args)

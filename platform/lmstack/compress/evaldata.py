@@ -16,6 +16,8 @@ from typing import Any
 
 import torch
 
+from lmstack.compress.load import CLASSIFIER
+
 
 @dataclass
 class EvalData:
@@ -70,27 +72,27 @@ def _parquet(path: str, kind: str, max_rows: int) -> EvalData:
     import pyarrow.parquet as pq
 
     table = pq.read_table(path)
-    if "input_ids" not in table.column_names or (kind == "classify" and "labels" not in table.column_names):
-        need = "input_ids and labels" if kind == "classify" else "input_ids"
+    if "input_ids" not in table.column_names or (kind == CLASSIFIER and "labels" not in table.column_names):
+        need = "input_ids and labels" if kind == CLASSIFIER else "input_ids"
         raise ValueError(f"{path}: a prepared split needs the column(s) {need}")
     table = table.slice(0, max_rows)
     rows = [list(map(int, r)) for r in table.column("input_ids").to_pylist()]
     if "attention_mask" in table.column_names:  # drop padding the prepare step may have stored
         masks = table.column("attention_mask").to_pylist()
         rows = [r[: int(sum(m))] for r, m in zip(rows, masks, strict=True)]
-    labels = [int(x) for x in table.column("labels").to_pylist()] if kind == "classify" else None
+    labels = [int(x) for x in table.column("labels").to_pylist()] if kind == CLASSIFIER else None
     return EvalData(rows, labels, path)
 
 
 def read_eval_data(path: str, kind: str, tokenizer, config, text_field: str = "text",
                    label_field: str = "label", max_rows: int = 2048, block_size: int = 128) -> EvalData:
-    """Rows to measure a `kind` ("lm" | "classify") model on."""
+    """Rows to measure a `kind` (CAUSAL_LM | CLASSIFIER) model on."""
     if not os.path.exists(path):
         raise FileNotFoundError(f"--data {path!r} does not exist")
     if os.path.isdir(path) or path.endswith(".parquet"):
         return _parquet(path, kind, max_rows)
     rejects: list[dict[str, Any]] = []
-    if kind == "classify":
+    if kind == CLASSIFIER:
         label2id = {str(k): int(v) for k, v in config.label2id.items()}
         rows, labels = [], []
         for line, text, label in _records(path, text_field, label_field, rejects):

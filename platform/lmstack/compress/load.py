@@ -12,8 +12,14 @@ from typing import Any
 
 import torch
 
+from lmstack.artifacts import MODEL_MANIFEST, model_task
+from lmstack.config import Unsupported
+from lmstack.tasks import get_spec
+
 QUANT_MANIFEST = "lmstack_quant.json"
-MODEL_MANIFEST = "lmstack_model.json"
+# What compress can load and measure: model shapes, which a task spec names as its compress_kind.
+CAUSAL_LM, CLASSIFIER = "causal_lm", "sequence_classifier"
+
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 # Everything in an exported directory except the weights: config, tokenizer, lineage.
 SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json",
@@ -21,18 +27,25 @@ SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokeni
 
 
 def model_kind(model_dir: str) -> str:
-    """"classify" for a sequence-classification head, else "lm"."""
+    """How compress loads and measures the model (CAUSAL_LM or CLASSIFIER): its task spec's compress_kind.
+    A plain transformers directory without lineage is read by its architecture."""
+    if os.path.exists(os.path.join(model_dir, MODEL_MANIFEST)):
+        spec = get_spec(model_task(model_dir))
+        if spec.compress_kind is None:
+            raise Unsupported(f"compress: task {spec.name!r} models cannot be compressed yet "
+                              f"(only tasks whose models are transformers causal LMs or classifiers)")
+        return spec.compress_kind
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(model_dir, local_files_only=True)
     archs = config.architectures or []
-    return "classify" if any(a.endswith("ForSequenceClassification") for a in archs) else "lm"
+    return CLASSIFIER if any(a.endswith("ForSequenceClassification") for a in archs) else CAUSAL_LM
 
 
 def auto_class(kind: str):
     from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    return AutoModelForSequenceClassification if kind == "classify" else AutoModelForCausalLM
+    return AutoModelForSequenceClassification if kind == CLASSIFIER else AutoModelForCausalLM
 
 
 def is_quantized(model_dir: str) -> bool:

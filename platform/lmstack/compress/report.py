@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from lmstack.compress.evaldata import EvalData, collate
+from lmstack.compress.load import CLASSIFIER
 
 
 def param_counts(model: torch.nn.Module) -> dict[str, int]:
@@ -108,7 +109,7 @@ def measure(model: torch.nn.Module, kind: str, weight_bytes: int, data: EvalData
     figures: dict[str, Any] = {**param_counts(model), "weight_bytes": weight_bytes,
                                "latency": cpu_latency(model, batch, runs=runs)}
     if data is not None:
-        figures.update(classify_scores(model, data, pad_id) if kind == "classify" else lm_loss(model, data))
+        figures.update(classify_scores(model, data, pad_id) if kind == CLASSIFIER else lm_loss(model, data))
     return figures
 
 

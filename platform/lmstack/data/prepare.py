@@ -53,8 +53,9 @@ def _alphabet(ds) -> str:
     return "".join(sorted(found))
 
 
-def prepare(recipe: Recipe, log=print) -> dict[str, Any]:
-    """Run the data stages for `recipe`; returns (and writes) the manifest."""
+def prepare(recipe: Recipe, log=print, prepare_hash: str | None = None) -> dict[str, Any]:
+    """Run the data stages for `recipe`; returns (and writes) the manifest. `prepare_hash` (the task's
+    fingerprint of what this data depends on) is recorded so stages know when to prepare again."""
     started = time.time()
     cfg = recipe.data
     out = recipe.data_dir()
@@ -116,7 +117,9 @@ def prepare(recipe: Recipe, log=print) -> dict[str, Any]:
 
     manifest = {
         "recipe": recipe.name,
+        "task": recipe.task,
         "recipe_hash": recipe.fingerprint("data", "tokenizer"),
+        "prepare_hash": prepare_hash or recipe.fingerprint("data", "tokenizer"),
         "inputs": cfg.paths,
         "documents": {
             "read": n_read,

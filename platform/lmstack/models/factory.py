@@ -58,6 +58,3 @@ def build_causal_lm(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int
         return model
     return AutoModelForCausalLM.from_config(causal_lm_config(cfg, vocab_size, context, eos_id))
 
-
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

@@ -9,9 +9,9 @@ from typing import Any
 
 from ray import serve
 
+from lmstack.api.settings import ModelEntry, ServeSettings
 from lmstack.serve.ingress import Ingress
-from lmstack.serve.settings import ModelEntry, ServeSettings
-from lmstack.serve.tasks import get_task
+from lmstack.tasks import get_spec
 
 APP_NAME = "lmstack"
 
@@ -31,7 +31,7 @@ def _logging(settings: ServeSettings) -> dict[str, Any]:
 
 
 def _model_deployment(entry: ModelEntry, settings: ServeSettings) -> Any:
-    task = get_task(entry.task or "lm")
+    task = get_spec(entry.task or "lm").serving()
     options: dict[str, Any] = {
         "name": f"{entry.task}-{entry.name}",
         "logging_config": _logging(settings),

@@ -2,7 +2,7 @@
 
 Cross-cutting concerns live here and only here: API-key auth, body size limit, OpenAI-style error
 bodies (a 4xx for anything the client got wrong, never a 500), Prometheus metrics, /healthz,
-/v1/models and /v1/feedback. Task routes come from `tasks.get_task(...).add_routes`.
+/v1/models and /v1/feedback. Task routes come from each task spec's `serving().add_routes`.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from fastapi.responses import JSONResponse, Response
 from ray import serve
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from lmstack.api.schemas import FeedbackRequest, Sampling
+from lmstack.api.settings import ServeSettings
 from lmstack.serve.feedback import FeedbackStore
-from lmstack.serve.schemas import FeedbackRequest, Sampling
-from lmstack.serve.settings import ServeSettings
-from lmstack.serve.tasks import get_task
+from lmstack.tasks import get_spec
 
 OPEN_PATHS = {"/healthz", "/metrics"}
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
@@ -103,7 +103,7 @@ class Ingress:
         self._add_error_handlers(app)
         self._add_common_routes(app, ctx)
         for task in sorted(set(self.tasks.values())):
-            get_task(task).add_routes(app, ctx)
+            get_spec(task).serving().add_routes(app, ctx)
         known = {r.path for r in app.routes}  # type: ignore[attr-defined]
         self._route_label = lambda path: path if path in known else "other"
         return app

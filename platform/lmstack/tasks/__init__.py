@@ -1,35 +1,41 @@
-"""One module per task; the train loop, tuner and server only speak to the Task protocol."""
+"""The task registry. Adding a task is its package under tasks/ plus one line in TASKS.
+
+A task package's __init__ is light (pydantic only): it names its recipe section (SECTION, registered
+with lmstack.config here) and its spec class (SPEC, "module:Class", imported on first use, since specs
+import torch).
+"""
 
 from __future__ import annotations
 
 import importlib
+from typing import TYPE_CHECKING
 
-from lmstack.config import Recipe
-from lmstack.tasks.base import Task
+from lmstack.config import Unsupported, register_task
 
-# task name -> "module:class"; a task module is the only place that knows its batch shapes.
+if TYPE_CHECKING:
+    from lmstack.tasks.spec import TaskSpec
+
 TASKS = {
-    "lm": "lmstack.tasks.lm:LanguageModeling",
-    "classify": "lmstack.tasks.classify:Classification",
-    "translate": "lmstack.tasks.translate:Translation",
+    "lm": "lmstack.tasks.lm",
+    "classify": "lmstack.tasks.classify",
+    "translate": "lmstack.tasks.translate",
+    "recommend": "lmstack.tasks.recommend",
 }
 
+for _package in TASKS.values():
+    register_task(importlib.import_module(_package).SECTION)
 
-def get_task(name: str) -> Task:
+_SPECS: dict[str, TaskSpec] = {}  # noqa: F821
+
+
+def get_spec(name: str) -> TaskSpec:
+    """The task's spec (one instance per process)."""
     if name not in TASKS:
-        raise ValueError(f"task: unknown task {name!r}; known: {sorted(TASKS)}")
-    module, cls = TASKS[name].split(":")
-    return getattr(importlib.import_module(module), cls)()
+        raise Unsupported(f"task: unknown task {name!r}; known: {sorted(TASKS)}")
+    if name not in _SPECS:
+        module, cls = importlib.import_module(TASKS[name]).SPEC.split(":")
+        _SPECS[name] = getattr(importlib.import_module(module), cls)()
+    return _SPECS[name]
 
 
-def task_for(recipe: Recipe) -> Task:
-    """The task that trains `recipe`: its base task, wrapped in distillation when it has a distill section."""
-    task = get_task(recipe.task)
-    if recipe.distill is not None:
-        from lmstack.tasks.distill import Distillation
-
-        return Distillation(task, recipe.distill)
-    return task
-
-
-__all__ = ["TASKS", "Task", "get_task", "task_for"]
+__all__ = ["TASKS", "Unsupported", "get_spec"]

@@ -33,12 +33,21 @@ class Progress:
 
 
 def rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every generator's state in types that torch.load(weights_only=True) accepts (no numpy objects)."""
+    version, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {
+        "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
+        "numpy": {"version": version, "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "gauss": float(gauss)},
+        "torch": torch.get_rng_state(),
+    }
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py = state["python"]
+    random.setstate((py[0], tuple(py[1]), py[2]))
+    n = state["numpy"]
+    np.random.set_state((n["version"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
     torch.set_rng_state(state["torch"])
 
 
@@ -70,7 +79,8 @@ def load(path: str, model: torch.nn.Module, optimizer, scheduler) -> Progress:
         model.load_state_dict(weights, strict=False)  # tied weights are stored once
         if hasattr(model, "tie_weights"):
             model.tie_weights()
-    state = torch.load(os.path.join(path, STATE_FILE), weights_only=False)
+    # weights_only: a checkpoint on shared storage must not be able to run code when loaded.
+    state = torch.load(os.path.join(path, STATE_FILE), weights_only=True)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])

@@ -1,7 +1,7 @@
 """`lmstack distill`: train the recipe's (smaller) model against the distill.teacher on Ray Train.
 
 The run is an ordinary `lmstack train` run (same loop, checkpoints, resume, export) whose task is
-wrapped by lmstack.tasks.distill.Distillation; this module checks the teacher before any training,
+wrapped by lmstack.train.distill_task.Distillation; this module checks the teacher before any training,
 and writes a summary.json with the keys every finetune run has (strategy "distill").
 """
 
@@ -12,43 +12,29 @@ import time
 from typing import Any
 
 from lmstack import runtime
+from lmstack.artifacts import storage_path
 from lmstack.config import Recipe, RecipeError
-from lmstack.tasks import get_task
-from lmstack.tasks.distill import check_teacher, load_teacher
-
-
-def count_params(model) -> tuple[int, int]:
-    """(trainable, total) parameters; tied weights count once."""
-    params = list(model.parameters())
-    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def _ensure_prepared(recipe: Recipe, log) -> dict[str, Any]:
-    from lmstack.train.trainer import load_data_info
-
-    if not runtime.exists(runtime.join(recipe.data_dir(), "manifest.json")):
-        log(f"preparing {recipe.name}'s data")
-        get_task(recipe.task).prepare(recipe, log=log)
-    return load_data_info(recipe)
+from lmstack.models import count_params
+from lmstack.tasks import get_spec
+from lmstack.train.distill_task import load_teacher
+from lmstack.train.trainer import train
 
 
 def distill(recipe: Recipe, log=print) -> dict[str, Any]:
     """Distil distill.teacher into the recipe's model; returns (and writes) the run's summary."""
-    from lmstack.train.trainer import storage_path, train
-
     if recipe.distill is None:
         raise RecipeError(f"recipe {recipe.name!r}: `lmstack distill` needs a distill section (teacher: DIR)")
     started = time.time()
     # Train workers need not share the driver's working directory: give them an absolute path.
     recipe = recipe.model_copy(deep=True)
     recipe.distill.teacher = os.path.abspath(recipe.distill.teacher)
-    info = _ensure_prepared(recipe, log)
-    check_teacher(recipe, info)  # a mismatched tokenizer fails here, before any worker starts
-    summary = train(recipe, log=log)  # the generic loop picks Distillation through tasks.task_for
+    # train() checks the teacher against the prepared data before any worker starts, and trains
+    # through the Distillation spec (lmstack.train.distill_task.spec_for).
+    summary = train(recipe, log=log)
 
-    base = get_task(recipe.task)
-    student = load_teacher(base.name, summary["model_dir"])  # same loader: the export is a plain model
-    teacher = load_teacher(base.name, recipe.distill.teacher)
+    base = get_spec(recipe.task)
+    student = load_teacher(base, summary["model_dir"])  # same loader: the export is a plain model
+    teacher = load_teacher(base, recipe.distill.teacher)
     _, total = count_params(student)
     figures = {
         "strategy": "distill",

@@ -1,7 +1,8 @@
-"""`lmstack train`: TorchTrainer over the prepared shards, resume, export, summary."""
+"""`lmstack train`: prepare when needed, TorchTrainer over the prepared shards, resume, export, summary."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import tempfile
@@ -11,49 +12,44 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from lmstack import runtime
-from lmstack.config import Recipe
-from lmstack.tasks import get_task
+from lmstack.artifacts import MODEL_MANIFEST, storage_path
+from lmstack.config import Recipe, RecipeError
+from lmstack.tasks.spec import TaskSpec
 from lmstack.train.checkpoint import MODEL_DIR
-from lmstack.train.loop import train_loop_per_worker
-
-MODEL_MANIFEST = "lmstack_model.json"
-
-
-def storage_path(recipe: Recipe) -> str:
-    run_dir = recipe.resolved_run_dir()
-    return run_dir if runtime.is_uri(run_dir) else os.path.abspath(run_dir)
-
+from lmstack.train.distill_task import spec_for
+from lmstack.train.prepared import ensure_prepared
+from lmstack.train.worker import train_loop_per_worker
 
 RESUME_KEY = "resume_key.json"
-# What a checkpoint's tensors depend on. Other sections (workers, steps, lr, data paths) may change
-# between a run and its resumption.
-RESUME_SECTIONS = ("task", "model", "tokenizer", "finetune", "distill", "translate")
+# Sections whose values shape a checkpoint's tensors for every task; a spec adds its own section and
+# spec.resume_sections. Steps, lr, workers and where data lives may change between a run and its resumption.
+GENERIC_RESUME_SECTIONS = ("task", "model", "tokenizer", "data", "finetune", "distill")
+DATA_LOCATION_KEYS = ("paths", "output", "max_files", "max_bytes_per_file")
 
 
-def check_resumable(recipe: Recipe, run_dir: str) -> None:
+def resume_fingerprints(recipe: Recipe, spec: TaskSpec) -> dict[str, str]:
+    sections = [*GENERIC_RESUME_SECTIONS, *([spec.section] if spec.section else []), *spec.resume_sections]
+    dumped = recipe.model_dump(mode="json")
+    dumped["data"] = {k: v for k, v in dumped["data"].items() if k not in DATA_LOCATION_KEYS}
+    return {s: runtime.fingerprint(dumped.get(s)) for s in sections}
+
+
+def check_resumable(recipe: Recipe, run_dir: str, spec: TaskSpec) -> None:
     """Fail before any cluster work when run_dir holds a run of a different model than `recipe`'s
     (resuming it would fail deep in a worker with a tensor shape mismatch, or silently mix models)."""
     path = runtime.join(run_dir, RESUME_KEY)
-    key = recipe.fingerprint(*RESUME_SECTIONS)
+    ours = resume_fingerprints(recipe, spec)
     if runtime.exists(path):
-        stored = runtime.read_json(path)
-        if stored.get("key") != key:
-            changed = [s for s in RESUME_SECTIONS if stored.get("sections", {}).get(s) != recipe.fingerprint(s)]
-            raise ValueError(
-                f"{run_dir} holds a run of recipe {stored.get('recipe')!r} whose {', '.join(changed) or 'model'} "
-                f"section(s) differ from this recipe's; a run resumes only with the same model: give another "
+        stored = runtime.read_json(path).get("sections", {})
+        changed = [s for s in sorted(set(ours) | set(stored)) if stored.get(s) != ours.get(s)]
+        if changed:
+            raise RecipeError(
+                f"{run_dir} holds a run whose {', '.join(changed)} section(s) differ from recipe "
+                f"{recipe.name!r}'s; a run resumes only with the same model and data: give another "
                 f"--run-dir (or run_dir) or delete {run_dir}"
             )
         return
-    runtime.write_json(path, {"recipe": recipe.name, "key": key,
-                              "sections": {s: recipe.fingerprint(s) for s in RESUME_SECTIONS}})
-
-
-def load_data_info(recipe: Recipe) -> dict[str, Any]:
-    path = runtime.join(recipe.data_dir(), "manifest.json")
-    if not runtime.exists(path):
-        raise FileNotFoundError(f"{path} not found: run `lmstack prepare` for recipe {recipe.name!r} first")
-    return runtime.read_json(path)
+    runtime.write_json(path, {"recipe": recipe.name, "sections": ours})
 
 
 def build_trainer(recipe: Recipe, info: dict[str, Any], run_name: str = "train", callbacks=None):
@@ -63,8 +59,8 @@ def build_trainer(recipe: Recipe, info: dict[str, Any], run_name: str = "train",
 
     cfg = recipe.train
     run_dir = storage_path(recipe)
-    task = get_task(recipe.task)
-    metric, mode = getattr(task, "select_metric", ("val_loss", "min"))
+    spec = spec_for(recipe)
+    metric, mode = spec.select_metric
     return TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"recipe": recipe.model_dump(mode="json"), "data_info": info, "run_dir": run_dir},
@@ -85,60 +81,45 @@ def build_trainer(recipe: Recipe, info: dict[str, Any], run_name: str = "train",
         ),
         # Read before the workers take their CPUs: on a small cluster, workers holding every CPU
         # would leave none for Ray Data's read tasks and the run would wait forever.
-        datasets={k: ds.materialize() for k, ds in task.datasets(recipe).items()},
+        datasets={k: ds.materialize() for k, ds in spec.datasets(recipe).items()},
     )
 
 
-def export_model(checkpoint_dir: str, tokenizer_dir: str, dest: str, lineage: dict[str, Any]) -> str:
-    """Copy the checkpoint's model and the tokenizer into one transformers directory."""
+def export_model(checkpoint_dir: str, spec: TaskSpec, info: dict[str, Any], dest: str,
+                 lineage: dict[str, Any]) -> str:
+    """The checkpoint's model, the task's assets (tokenizer, vocabulary) and the lineage file, published
+    in one step: readers never see a half-written model directory."""
     fs, dest_path = runtime.filesystem(dest)
-    if runtime.is_uri(dest):
-        with tempfile.TemporaryDirectory() as tmp:
-            staged = os.path.join(tmp, "model")
-            _assemble(checkpoint_dir, tokenizer_dir, lineage, staged)
-            pafs.copy_files(staged, dest_path, destination_filesystem=fs)
-        return dest
-    tmp = dest_path + ".tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    _assemble(checkpoint_dir, tokenizer_dir, lineage, tmp)
-    shutil.rmtree(dest_path, ignore_errors=True)
-    os.replace(tmp, dest_path)  # readers never see a half-written model directory
-    return dest_path
-
-
-def _assemble(checkpoint_dir: str, tokenizer_dir: str, lineage: dict[str, Any], out: str) -> None:
-    from lmstack.data.tokenizer import load_tokenizer
-
-    shutil.copytree(os.path.join(checkpoint_dir, MODEL_DIR), out)
     with tempfile.TemporaryDirectory() as tmp:
-        local_tok = tokenizer_dir
-        if runtime.is_uri(tokenizer_dir):
-            fs, p = runtime.filesystem(tokenizer_dir)
-            pafs.copy_files(p, tmp, source_filesystem=fs)
-            local_tok = tmp
-        load_tokenizer(local_tok).save_pretrained(out)
-    runtime.write_json(os.path.join(out, MODEL_MANIFEST), lineage)
+        staged = os.path.join(tmp, "model")
+        shutil.copytree(os.path.join(checkpoint_dir, MODEL_DIR), staged)
+        spec.export_assets(info, staged)
+        with open(os.path.join(staged, MODEL_MANIFEST), "w", encoding="utf-8") as f:
+            json.dump(lineage, f, indent=2, default=str)
+        if runtime.is_uri(dest):
+            pafs.copy_files(staged, dest_path, destination_filesystem=fs)
+            return dest
+        runtime.publish_dir(staged, dest_path)
+    return dest_path
 
 
 def train(recipe: Recipe, log=print) -> dict[str, Any]:
     """Train (or resume) `recipe`; export the best kept checkpoint; write summary.json."""
     started = time.time()
-    info = load_data_info(recipe)
+    spec = spec_for(recipe)
+    info = ensure_prepared(recipe, spec, log=log)
     run_dir = storage_path(recipe)
-    preflight = getattr(get_task(recipe.task), "preflight", None)
-    # Before check_resumable writes the run dir's resume key: a refused model.path must not pin the
-    # run dir to that model, or the corrected recipe would be refused as "a different model".
-    if preflight is not None:
-        preflight(recipe, info)
+    # Before check_resumable writes the run dir's resume key: a refused model.path or teacher must not
+    # pin the run dir to that model, or the corrected recipe would be refused as "a different model".
+    spec.preflight(recipe, info)
+    if recipe.distill is not None:
+        spec.check_teacher(recipe, info, recipe.distill.teacher)
     runtime.makedirs(run_dir)
-    check_resumable(recipe, run_dir)
-    if info.get("recipe_hash") != recipe.fingerprint("data", "tokenizer"):
-        log("note: the prepared data was made from a different data/tokenizer section than this recipe's")
-    trainer = build_trainer(recipe, info)
-    result = trainer.fit()
+    check_resumable(recipe, run_dir, spec)
+    result = build_trainer(recipe, info).fit()
     if result.error:
         raise result.error
-    metric, mode = getattr(get_task(recipe.task), "select_metric", ("val_loss", "min"))
+    metric, mode = spec.select_metric
     best = result.get_best_checkpoint(metric=metric, mode=mode) or result.checkpoint
     if best is None:
         raise RuntimeError(f"training of {recipe.name!r} produced no checkpoint")
@@ -155,7 +136,7 @@ def train(recipe: Recipe, log=print) -> dict[str, Any]:
         "metrics": best_metrics,
     }
     with best.as_directory() as path:
-        export_model(path, info["tokenizer"]["dir"], model_dir, lineage)
+        export_model(path, spec, info, model_dir, lineage)
     figures = {
         **{k: v for k, v in best_metrics.items() if k.startswith("val_")},
         "steps": metrics.get("step"),

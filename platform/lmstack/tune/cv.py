@@ -1,7 +1,7 @@
 """k-fold cross-validation inside a Tune trial: one training run per fold, scored by the mean.
 
-Fold i's data is prepared once per search under <data dir>/fold<i> with data.fold = i; every fold
-after the first reuses fold 0's tokenizer, so all folds (and the exported model) share one vocabulary.
+Folds follow lmstack.folds: fold i's data is the task's shared k-fold data set, or <data dir>/fold<i>
+prepared once per search with fold 0's tokenizer, so all folds (and the exported model) share one vocabulary.
 A fold that finished leaves fold_result.json in its run directory: a resumed search skips it and an
 interrupted fold resumes from its own Train checkpoints.
 """
@@ -12,54 +12,34 @@ import statistics
 from typing import Any
 
 from lmstack import runtime
-from lmstack.config import Recipe, validate_recipe
+from lmstack.config import Recipe
+from lmstack.folds import fold_recipe
+from lmstack.tasks import get_spec
+from lmstack.train.prepared import ensure_prepared
+from lmstack.train.trainer import build_trainer
 
 FOLD_RESULT = "fold_result.json"
 
 
-def fold_data_dir(recipe: Recipe, fold: int) -> str:
-    return runtime.join(recipe.data_dir(), f"fold{fold}")
-
-
-def fold_recipe(recipe: Recipe, fold: int) -> Recipe:
-    """`recipe` restricted to fold `fold`: its data under <recipe's data dir>/fold<fold>."""
-    data_root = recipe.data_dir()
-    raw = recipe.model_dump(mode="json")
-    raw["tune"] = None
-    raw["data"].update(fold=fold, output=runtime.join(data_root, f"fold{fold}"))
-    if fold > 0:
-        raw["tokenizer"] = {**raw["tokenizer"], "kind": "pretrained",
-                            "path": runtime.join(data_root, "fold0", "tokenizer")}
-    return validate_recipe(raw, f"{recipe.name} fold {fold}")
-
-
 def prepare_folds(recipe: Recipe, log=print) -> list[dict[str, Any]]:
-    """Prepare every fold that is not prepared yet; the manifests, in fold order."""
-    from lmstack.tasks import get_task
-    from lmstack.train.trainer import load_data_info
-
-    infos = []
-    for fold in range(recipe.data.folds or 0):
-        sub = fold_recipe(recipe, fold)
-        if not runtime.exists(runtime.join(sub.data_dir(), "manifest.json")):
-            log(f"preparing fold {fold} of {recipe.data.folds} once for every trial")
-            get_task(sub.task).prepare(sub, log=log)
-        infos.append(load_data_info(sub))
-    return infos
+    """Prepare every fold that is not prepared yet (once, when the task's folds share one data set);
+    the manifests, in fold order."""
+    spec = get_spec(recipe.task)
+    return [ensure_prepared(fold_recipe(recipe, fold, spec.folds_share_data), spec, log=log)
+            for fold in range(recipe.data.folds or 0)]
 
 
 def run_folds(recipe: Recipe, infos: list[dict[str, Any]], run_dir: str, metric: str, mode: str
               ) -> dict[str, Any]:
     """Train every fold in turn; the mean and spread of the folds' best `metric`."""
-    from lmstack.train.trainer import build_trainer
-
     pick = min if mode == "min" else max
     results = []
     for fold, info in enumerate(infos):
         fold_dir = runtime.join(run_dir, f"fold{fold}")
         done = runtime.join(fold_dir, FOLD_RESULT)
         if not runtime.exists(done):
-            sub = fold_recipe(recipe, fold).model_copy(update={"run_dir": fold_dir})
+            sub = fold_recipe(recipe, fold, get_spec(recipe.task).folds_share_data).model_copy(
+                update={"run_dir": fold_dir})
             result = build_trainer(sub, info).fit()
             if result.error:
                 raise result.error

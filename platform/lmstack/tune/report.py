@@ -12,6 +12,7 @@ import yaml
 
 from lmstack import runtime
 from lmstack.config import Recipe, validate_recipe
+from lmstack.tasks import get_spec
 from lmstack.tune.space import apply_params
 
 
@@ -143,9 +144,9 @@ def best_recipe(recipe: Recipe, params: dict[str, Any], root: str) -> Recipe:
     raw["run_dir"] = runtime.join(root, "best")
     data_dir = recipe.data_dir()
     if recipe.tune.cross_validation:  # trains on fold 0's split, prepared by the search
-        from lmstack.tune.cv import fold_data_dir
+        from lmstack.folds import fold_recipe
 
-        data_dir = fold_data_dir(recipe, 0)
+        data_dir = fold_recipe(recipe, 0, get_spec(recipe.task).folds_share_data).data_dir()
     raw["data"]["output"] = data_dir if runtime.is_uri(data_dir) else os.path.abspath(data_dir)
     return validate_recipe(raw, "best recipe")
 
@@ -181,7 +182,7 @@ def write_results(recipe: Recipe, results, info: dict[str, Any], root: str, star
                    "checkpoint": best["checkpoint"], "tune": {"trial_id": best["trial_id"], "params": params},
                    "metrics": {cfg.metric: best[cfg.metric], "step": best["step"]}}
         with Checkpoint(best["checkpoint"]).as_directory() as path:
-            export_model(path, info["tokenizer"]["dir"], model_dir, lineage)
+            export_model(path, get_spec(recipe.task), info, model_dir, lineage)
     figures = {
         "metric": cfg.metric,
         "best_value": best[cfg.metric],

@@ -3,40 +3,7 @@
 from __future__ import annotations
 
 import copy
-import types
-import typing
 from typing import Any
-
-from pydantic import BaseModel
-
-# Data and tokenizer are prepared once for the whole search; a trial cannot change them.
-FROZEN_SECTIONS = {"name", "task", "run_dir", "data", "tokenizer", "tune"}
-
-
-def _model_of(annotation: Any) -> type[BaseModel] | None:
-    """The pydantic section class behind `Section` or `Section | None`, else None."""
-    candidates = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
-    for c in candidates:
-        if isinstance(c, type) and issubclass(c, BaseModel):
-            return c
-    return None
-
-
-def check_key(key: str) -> None:
-    """Raise ValueError naming `key` unless it is a leaf field of the recipe that a trial may set."""
-    from lmstack.config import Recipe
-
-    parts = key.split(".")
-    if parts[0] in FROZEN_SECTIONS:
-        raise ValueError(f"{key}: cannot be searched (data and tokenizer are prepared once per search)")
-    model: type[BaseModel] | None = Recipe
-    for i, part in enumerate(parts):
-        if model is None or part not in model.model_fields:
-            raise ValueError(f"{key}: unknown recipe key")
-        sub = _model_of(model.model_fields[part].annotation)
-        if i == len(parts) - 1 and sub is not None and sub is not type(None):
-            raise ValueError(f"{key}: is a section; search one of its keys")
-        model = sub
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

@@ -6,7 +6,10 @@ import time
 from typing import Any
 
 from lmstack import runtime
+from lmstack.artifacts import storage_path
 from lmstack.config import Recipe, RecipeError
+from lmstack.tasks import get_spec
+from lmstack.train.prepared import ensure_prepared
 from lmstack.tune import report
 from lmstack.tune.search import make_scheduler, make_search_alg
 from lmstack.tune.space import check_values, to_tune_space
@@ -27,17 +30,6 @@ def default_concurrency(recipe: Recipe) -> int:
     if cfg.use_gpu:
         return max(1, int(total.get("GPU", 0) // cfg.num_workers))
     return max(1, int(total.get("CPU", 1) // (cfg.num_workers * cfg.cpus_per_worker)))
-
-
-def _ensure_prepared(recipe: Recipe, log) -> dict[str, Any]:
-    from lmstack.train.trainer import load_data_info
-
-    if not runtime.exists(runtime.join(recipe.data_dir(), "manifest.json")):
-        from lmstack.data.prepare import prepare
-
-        log(f"preparing {recipe.name}'s data once for every trial")
-        prepare(recipe, log=log)
-    return load_data_info(recipe)
 
 
 def build_tuner(recipe: Recipe, info: dict[str, Any], root: str, log=print,
@@ -83,24 +75,37 @@ def _abs(path: str) -> str:
     return os.path.abspath(path)
 
 
+def with_task_metric(recipe: Recipe) -> Recipe:
+    """tune.metric/mode filled from the task when not given; a metric the task never reports is refused
+    (every trial would end unscored)."""
+    spec = get_spec(recipe.task)
+    cfg = recipe.tune
+    metric = cfg.metric or spec.select_metric[0]
+    if metric not in spec.reported_metrics:
+        raise RecipeError(f"{recipe.name}: tune.metric: task {recipe.task!r} reports {list(spec.reported_metrics)}, "
+                          f"not {metric!r}")
+    default_mode = spec.select_metric[1] if metric == spec.select_metric[0] else "min"
+    tune = cfg.model_copy(update={"metric": metric, "mode": cfg.mode or default_mode})
+    return recipe.model_copy(update={"tune": tune})
+
+
 def tune_recipe(recipe: Recipe, log=print) -> dict[str, Any]:
     """Run (or resume) the recipe's search; write the trials table, plots, best recipe and model."""
     if recipe.tune is None:
         raise RecipeError(f"{recipe.name}: the recipe has no tune section")
+    recipe = with_task_metric(recipe)
     check_values(recipe)
     started = time.time()
-    from lmstack.train.trainer import storage_path
-
     root = storage_path(recipe)
     runtime.makedirs(root)
     fold_infos = None
     if recipe.tune.cross_validation:
-        from lmstack.tune.cv import prepare_folds
+        from lmstack.tune.cv import prepare_folds  # imports Ray Train: only for cross-validated searches
 
         fold_infos = prepare_folds(recipe, log)
         info = fold_infos[0]
     else:
-        info = _ensure_prepared(recipe, log)
+        info = ensure_prepared(recipe, get_spec(recipe.task), log=log)
     results = build_tuner(recipe, info, root, log, fold_infos).fit()
     unfinished = _unfinished(results)
     if unfinished:

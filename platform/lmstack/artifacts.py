@@ -1,0 +1,42 @@
+"""Artifact conventions every stage shares: run/data directories, the prepared-data manifest and the
+exported model's lineage file (`lmstack_model.json`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from lmstack import runtime
+from lmstack.config import Recipe
+
+MODEL_MANIFEST = "lmstack_model.json"
+DATA_MANIFEST = "manifest.json"
+
+
+def storage_path(recipe: Recipe) -> str:
+    """The recipe's run directory, absolute when local (Ray workers do not share the driver's cwd)."""
+    run_dir = recipe.resolved_run_dir()
+    return run_dir if runtime.is_uri(run_dir) else os.path.abspath(run_dir)
+
+
+def data_manifest_path(recipe: Recipe) -> str:
+    return runtime.join(recipe.data_dir(), DATA_MANIFEST)
+
+
+def read_data_manifest(recipe: Recipe) -> dict[str, Any] | None:
+    path = data_manifest_path(recipe)
+    return runtime.read_json(path) if runtime.exists(path) else None
+
+
+def model_manifest(model_dir: str) -> dict[str, Any]:
+    """An exported model's lineage; a directory without one was not exported by lmstack."""
+    path = os.path.join(model_dir, MODEL_MANIFEST)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{path} not found: a model directory must be one exported by lmstack")
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def model_task(model_dir: str) -> str:
+    return model_manifest(model_dir).get("task", "lm")

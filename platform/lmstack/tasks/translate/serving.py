@@ -1,0 +1,31 @@
+"""Loading an exported translation model once per process, for predict, evaluate and Ray Serve."""
+
+from __future__ import annotations
+
+import functools
+
+from lmstack.artifacts import model_manifest
+
+lineage = model_manifest
+
+
+@functools.lru_cache(maxsize=4)
+def load(model_dir: str):
+    """(model, tokenizer, max_length) of an exported translate model, in eval mode."""
+    import torch
+    from transformers import AutoModelForCausalLM, MarianMTModel
+
+    from lmstack.data.tokenizer import load_tokenizer
+
+    section = (lineage(model_dir).get("recipe") or {}).get("translate") or {}
+    tok = load_tokenizer(model_dir)
+    if section.get("arch") == "decoder":
+        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32,
+                                                     use_safetensors=True)
+        max_length = int(section.get("max_length", 64))
+    else:
+        model = MarianMTModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32,
+                                             use_safetensors=True)
+        max_length = int(model.config.max_position_embeddings) - 2
+    model.eval()
+    return model, tok, max_length

@@ -1,0 +1,22 @@
+"""One rule for every verb that needs prepared data: prepare when it is missing or was made from other
+settings (the task's prepare_hash), else reuse it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lmstack.artifacts import data_manifest_path, read_data_manifest
+from lmstack.config import Recipe
+from lmstack.tasks.spec import TaskSpec
+
+
+def ensure_prepared(recipe: Recipe, spec: TaskSpec, log=print) -> dict[str, Any]:
+    """The prepared data's manifest, preparing it first when needed."""
+    info = read_data_manifest(recipe)
+    if info is not None and info.get("prepare_hash") == spec.prepare_hash(recipe):
+        return info
+    if info is not None:
+        log(f"{data_manifest_path(recipe)}: prepared from other settings: preparing again")
+    else:
+        log(f"preparing {recipe.name}'s data in {recipe.data_dir()}")
+    return spec.prepare(recipe, log=log)

@@ -1,1 +1,0 @@
-"""Machine translation zh<->en: data, model, decoding, metrics and augmentation for tasks/translate.py."""
