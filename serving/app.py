@@ -3,7 +3,7 @@
     serve run serving/config.yaml              # from the repository root
     serve run serving.app:app models='[{"name": "shakespeare", "path": "runs/shakespeare_char/model"}]'
 
-`args` are lmstack.serve.settings.ServeSettings (models, api_key, feedback_dir, limits, ...).
+`args` are lmstack.api.settings.ServeSettings (models, api_key, feedback_dir, limits, ...).
 """
 
 from __future__ import annotations
