@@ -19,7 +19,6 @@ TASKS = {
     "lm": "lmstack.tasks.lm",
     "classify": "lmstack.tasks.classify",
     "translate": "lmstack.tasks.translate",
-    "recommend": "lmstack.tasks.recommend",
 }
 
 for _package in TASKS.values():
