@@ -6,7 +6,7 @@ TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.lmstack-installed
 
-.PHONY: setup quickstart test lint bench
+.PHONY: setup quickstart test test-unit lint bench
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,8 +20,13 @@ setup: $(STAMP)
 quickstart: setup
 	$(BIN)/lmstack quickstart
 
+# Everything: unit, Ray and end-to-end tiers (about 10 minutes on 2 cores).
 test: setup
 	$(BIN)/python -m pytest -q --durations=15 tests
+
+# No Ray: config, data rules, the trainer in process, decoding, schemas (under 2 minutes).
+test-unit: setup
+	$(BIN)/python -m pytest -q --durations=10 tests/unit
 
 lint: setup
 	$(BIN)/ruff check platform jobs serving tests benchmarks

@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from conftest import make_corpus, tiny_recipe
 from lmstack.data.prepare import prepare
-from lmstack.evaluate.lm import evaluate
+from lmstack.evaluate.split import evaluate
 from lmstack.models.generate import generate
 from lmstack.train.trainer import train
 

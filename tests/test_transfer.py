@@ -15,7 +15,7 @@ from lmstack.data.tokenizer import char_tokenizer
 from lmstack.models.factory import causal_lm_config
 from lmstack.tasks import get_spec
 from lmstack.tasks.classify.models import build_classifier, layer_decay_groups
-from lmstack.tasks.classify.run import finetune, kfold
+from lmstack.train.finetune import finetune, kfold
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 quiet = lambda *_: None  # noqa: E731

@@ -26,7 +26,8 @@ class Unsupported(RecipeError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # allow_inf_nan: `lr: .inf` or `nan` is a typo, never a setting.
+    model_config = ConfigDict(extra="forbid", protected_namespaces=(), allow_inf_nan=False)
 
 
 class CleanConfig(Section):
@@ -40,6 +41,15 @@ class CleanConfig(Section):
     max_repeated_line_fraction: float | None = Field(None, ge=0, le=1)
     min_mean_word_length: float | None = Field(None, ge=0)
     max_mean_word_length: float | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _bounds_order(self) -> CleanConfig:
+        if self.max_chars is not None and self.min_chars > self.max_chars:
+            raise ValueError(f"min_chars ({self.min_chars}) must not exceed max_chars ({self.max_chars})")
+        if (self.min_mean_word_length is not None and self.max_mean_word_length is not None
+                and self.min_mean_word_length > self.max_mean_word_length):
+            raise ValueError("min_mean_word_length must not exceed max_mean_word_length")
+        return self
 
 
 class DedupConfig(Section):
@@ -110,11 +120,17 @@ class ModelConfig(Section):
     intermediate_size: int | None = Field(None, ge=8)
     dropout: float = Field(0.0, ge=0, lt=1)
     tie_embeddings: bool = True
+    # lmstack: the compact decoder of lmstack.models.gpt (SDPA, fused kernels, torch.compile-friendly; exports
+    # the same transformers directory); hf: the transformers module itself.
+    impl: Literal["lmstack", "hf"] = "hf"
+    rope_theta: float = Field(10000.0, gt=0)  # llama: base of the rotary position frequencies
 
     @model_validator(mode="after")
     def _heads_divide(self) -> ModelConfig:
         if self.n_embd % self.n_head:
             raise ValueError(f"n_head ({self.n_head}) must divide n_embd ({self.n_embd})")
+        if self.n_kv_head is not None and self.n_head % self.n_kv_head:
+            raise ValueError(f"n_kv_head ({self.n_kv_head}) must divide n_head ({self.n_head})")
         return self
 
 
@@ -129,7 +145,7 @@ class TrainConfig(Section):
     use_gpu: bool = False
     cpus_per_worker: float = Field(1.0, gt=0)  # reserved from Ray per worker
     threads_per_worker: int | None = Field(None, ge=1)  # torch threads (default: cpus_per_worker)
-    seed: int = 1337
+    seed: int = Field(1337, ge=0, lt=2**32)  # numpy's seeds are 32-bit
     batch_size: int = Field(12, ge=1)  # per worker, per micro-step
     grad_accum: int = Field(1, ge=1)
     max_steps: int = Field(2000, ge=1)
@@ -147,11 +163,16 @@ class TrainConfig(Section):
     keep_checkpoints: int = Field(2, ge=1)
     max_failures: int = Field(2, ge=0)
     early_stopping: EarlyStopping | None = None
+    compile: bool = False  # torch.compile the model (the first steps pay the compilation)
+    activation_checkpointing: bool = False  # recompute each block's activations in backward: memory for time
+    strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: parameters, gradients and optimizer state sharded (FSDP2)
 
     @model_validator(mode="after")
     def _lr_order(self) -> TrainConfig:
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr ({self.min_lr}) must not exceed lr ({self.lr})")
+        if self.warmup_steps > self.max_steps:
+            raise ValueError(f"warmup_steps ({self.warmup_steps}) must not exceed max_steps ({self.max_steps})")
         return self
 
 
@@ -276,6 +297,9 @@ class TaskSection:
     model: type[Section] | None = None
     required: bool = False
     check: Callable[[Recipe], None] | None = None
+    # The data-section keys the task reads (None: all). Setting another one is refused rather than
+    # silently ignored (e.g. data.clean for a task whose prepare does not clean).
+    data_keys: tuple[str, ...] | None = None
 
 
 TASKS: dict[str, TaskSection] = {}
@@ -299,7 +323,7 @@ class SectionError(ValueError):
 
 class Recipe(Section):
     # Task sections (classify:, translate:, ...) arrive as extra keys, validated by the task's model.
-    model_config = ConfigDict(extra="allow", protected_namespaces=())
+    model_config = ConfigDict(extra="allow", protected_namespaces=(), allow_inf_nan=False)
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]*[A-Za-z0-9_-][A-Za-z0-9_.-]*$")  # not "." or ".."
     task: str = "lm"
@@ -350,9 +374,15 @@ class Recipe(Section):
     def _cross_checks(self) -> Recipe:
         if self.tune is not None and self.tune.cross_validation and self.data.folds is None:
             raise ValueError("tune.cross_validation needs data.folds (the number of folds)")
-        check = TASKS[self.task].check
-        if check is not None:
-            check(self)
+        own = TASKS[self.task]
+        if own.data_keys is not None:
+            for key, field in DataConfig.model_fields.items():
+                if key not in own.data_keys and key not in ("paths", "output") and getattr(self.data, key) != (
+                        field.default_factory() if field.default_factory else field.default):
+                    raise SectionError(f"data.{key}", f"not used by task {self.task!r} (it reads data."
+                                                      f"{', data.'.join(('paths', 'output', *own.data_keys))})")
+        if own.check is not None:
+            own.check(self)
         return self
 
     def __getattr__(self, item: str) -> Any:
@@ -424,19 +454,51 @@ _ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
 def expand_env(text: str, source: str = "<recipe>") -> str:
-    """Replace ${VAR} and ${VAR:-default}; an unset VAR without a default is an error naming it."""
+    """Replace ${VAR} and ${VAR:-default} in one string value; an unset VAR without a default is an error."""
 
     def sub(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         value = os.environ.get(name)
         if value is None:
             if default is None:
-                line = text.count("\n", 0, match.start()) + 1
-                raise RecipeError(f"{source}:{line}: environment variable {name} is not set")
+                raise RecipeError(f"{source}: environment variable {name} is not set")
             return default
         return value
 
     return _ENV_REF.sub(sub, text)
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """YAML with two house rules: a key given twice is an error (YAML would keep the last silently), and
+    ${VAR} is expanded inside string values after parsing, so an environment value can never add keys
+    or change the document's structure, and ${VAR} in a comment is just a comment."""
+
+    source = "<recipe>"
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise RecipeError(f"{self.source}:{line}: duplicate key {key!r} (first given on line {seen[key]})")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+    def construct_env_str(self, node: yaml.ScalarNode) -> str:
+        return expand_env(self.construct_scalar(node), f"{self.source}:{node.start_mark.line + 1}")
+
+
+_RecipeLoader.add_constructor("tag:yaml.org,2002:str", _RecipeLoader.construct_env_str)
+
+
+def parse_recipe_text(text: str, source: str = "<recipe>") -> Any:
+    loader = _RecipeLoader(text)
+    loader.source = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -495,8 +557,11 @@ def load_recipe(path: str | os.PathLike[str], overrides: list[str] | None = None
         text = Path(path).read_text(encoding="utf-8")
     except OSError as err:
         raise RecipeError(f"{source}: cannot read recipe: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        line = Path(path).read_bytes()[: err.start].count(b"\n") + 1
+        raise RecipeError(f"{source}:{line}: not UTF-8 text ({err.reason})") from None
     try:
-        raw = yaml.safe_load(expand_env(text, source)) or {}
+        raw = parse_recipe_text(text, source) or {}
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""

@@ -103,10 +103,19 @@ def export_model(checkpoint_dir: str, spec: TaskSpec, info: dict[str, Any], dest
     return dest_path
 
 
+def check_metrics(recipe: Recipe, spec: TaskSpec) -> None:
+    """An early-stopping metric the task never reports would never fire: refuse it up front."""
+    es = recipe.train.early_stopping
+    if es is not None and es.metric not in spec.reported_metrics:
+        raise RecipeError(f"{recipe.name}: train.early_stopping.metric: task {recipe.task!r} reports "
+                          f"{list(spec.reported_metrics)}, not {es.metric!r}")
+
+
 def train(recipe: Recipe, log=print) -> dict[str, Any]:
     """Train (or resume) `recipe`; export the best kept checkpoint; write summary.json."""
     started = time.time()
     spec = spec_for(recipe)
+    check_metrics(recipe, spec)
     info = ensure_prepared(recipe, spec, log=log)
     run_dir = storage_path(recipe)
     # Before check_resumable writes the run dir's resume key: a refused model.path or teacher must not

@@ -122,7 +122,7 @@ def evaluate_file(model_dir: str, path: str, text_field: str | list[str] | None 
                   label_field: str | None = None, batch_size: int = 64, **_: Any) -> dict[str, Any]:
     """Accuracy, macro/per-class P/R/F1 and the confusion matrix of the model on a labelled file.
     Records without text or label, or with a label the model does not know, are counted apart."""
-    from lmstack.config import ClassifyConfig
+    from lmstack.tasks.classify.config import ClassifyConfig
     from lmstack.tasks.classify.records import read_records
 
     started = time.time()

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lmstack import runtime
-from lmstack.config import ClassifyConfig
+from lmstack.tasks.classify.config import ClassifyConfig
 from lmstack.data.read import list_files
 
 DIR_LABEL = "@dir"
