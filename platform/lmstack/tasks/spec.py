@@ -36,6 +36,9 @@ class TaskSpec(ABC):
     # k-fold: True when one prepared data set holds every fold (a fold column), so folds share it;
     # False when each fold is prepared on its own (fold 0's tokenizer is then reused by the others).
     folds_share_data: ClassVar[bool] = False
+    # True when export() writes something other than the training module's save_pretrained (a merged
+    # LoRA, one head of a multi-task model): checkpoints then also keep the module's own weights for resume.
+    exports_own_format: ClassVar[bool] = False
 
     # -- recipe ---------------------------------------------------------------------------------
     def check_recipe(self, recipe: Recipe) -> None:
@@ -100,10 +103,6 @@ class TaskSpec(ABC):
             with runtime.local_dir(tok_dir) as local:
                 load_tokenizer(local).save_pretrained(out_dir)
 
-    def exports_own_format(self) -> bool:
-        """True when export() writes something other than save_pretrained: checkpoints then also keep
-        the training module's own weights for resume."""
-        return type(self).export is not TaskSpec.export
 
     def runs_without_trainer(self, recipe: Recipe) -> bool:
         """True when this recipe fits without gradient training (e.g. a scikit-learn head)."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -51,14 +52,14 @@ def set_rng_state(state: dict[str, Any]) -> None:
     torch.set_rng_state(state["torch"])
 
 
-def save(path: str, model: torch.nn.Module, optimizer, scheduler, progress: Progress, export=None) -> None:
-    """`export(model, dir)` (the task's export_model hook) writes MODEL_DIR when given."""
-    if export is None:
-        model.save_pretrained(os.path.join(path, MODEL_DIR), safe_serialization=True)
-    else:
+def save(path: str, model: torch.nn.Module, optimizer, scheduler, progress: Progress,
+         export: Callable[[torch.nn.Module, str], None], own_format: bool = False) -> None:
+    """`export(model, dir)` (the task spec's) writes MODEL_DIR. With `own_format` (the export is not the
+    training module's own state, e.g. merged LoRA weights) the module's weights are kept beside it."""
+    export(model, os.path.join(path, MODEL_DIR))
+    if own_format:
         from safetensors.torch import save_model
 
-        export(model, os.path.join(path, MODEL_DIR))
         save_model(model, os.path.join(path, RESUME_WEIGHTS))  # handles tied (shared) tensors
     state = {
         "optimizer": optimizer.state_dict(),

@@ -62,6 +62,7 @@ class Distillation(TaskSpec):
         self.name = base.name
         self.select_metric = base.select_metric
         self.reported_metrics = (*base.reported_metrics, "val_kl")
+        self.exports_own_format = base.exports_own_format
         self._kl_sum = 0.0
         self._kl_rows = 0
         self._device = torch.device("cpu")
@@ -81,9 +82,6 @@ class Distillation(TaskSpec):
 
     def export(self, model: torch.nn.Module, out_dir: str) -> None:
         self.base.export(model, out_dir)
-
-    def exports_own_format(self) -> bool:
-        return self.base.exports_own_format()
 
     def export_assets(self, info: dict[str, Any], out_dir: str) -> None:
         self.base.export_assets(info, out_dir)

@@ -125,8 +125,8 @@ class Trainer:
 
     def save(self, path: str) -> None:
         self.progress.history = self.log.rows if self.log is not None else []
-        export = self.spec.export if self.spec.exports_own_format() else None
-        ckpt.save(path, self.core, self.optimizer, self.scheduler, self.progress, export=export)
+        ckpt.save(path, self.core, self.optimizer, self.scheduler, self.progress, export=self.spec.export,
+                  own_format=self.spec.exports_own_format)
 
     # -- the loop -------------------------------------------------------------------------------
     def fit(self, train_batches: Callable[[int], Iterable[Batch]], val_batches: Callable[[], Iterable[Batch]],

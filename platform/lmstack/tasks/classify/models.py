@@ -169,8 +169,3 @@ def export_classifier(model: nn.Module, out_dir: str) -> None:
         model = copy.deepcopy(model).merge_and_unload()
     model.save_pretrained(out_dir, safe_serialization=True)
 
-
-def count_params(model: nn.Module) -> tuple[int, int]:
-    """(trainable, total) parameters."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    return trainable, sum(p.numel() for p in model.parameters())

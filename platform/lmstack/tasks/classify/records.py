@@ -18,8 +18,8 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lmstack import runtime
-from lmstack.tasks.classify.config import ClassifyConfig
 from lmstack.data.read import list_files
+from lmstack.tasks.classify.config import ClassifyConfig
 
 DIR_LABEL = "@dir"
 READABLE = (".json", ".jsonl", ".ndjson", ".csv", ".parquet")

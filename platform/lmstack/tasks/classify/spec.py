@@ -45,6 +45,7 @@ class Classification(TaskSpec):
     select_metric = ("val_macro_f1", "max")
     reported_metrics = ("val_loss", "val_accuracy", "val_macro_f1", "val_macro_precision", "val_macro_recall")
     compress_kind = "sequence_classifier"
+    exports_own_format = True  # LoRA exports merged weights, multitask its primary head
     folds_share_data = True  # prepare writes cv/ with a fold column: one data set serves every fold
 
     # -- data ------------------------------------------------------------------------------
