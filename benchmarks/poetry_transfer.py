@@ -54,7 +54,7 @@ def figures(s: dict) -> str:
 
 
 def strategies(names: list[str]) -> str:
-    from lmstack.tasks.classify.run import finetune
+    from lmstack.train.finetune import finetune
 
     lines = ["| recipe | strategy | val macro-F1 | test macro-F1 | test accuracy | trainable params | total params "
              "| wall time (s) |", "|---|---|---|---|---|---|---|---|"]
@@ -68,7 +68,7 @@ def strategies(names: list[str]) -> str:
 
 
 def steps_sweep(budgets: list[int], names: list[str], seed: int | None = None) -> str:
-    from lmstack.tasks.classify.run import finetune
+    from lmstack.train.finetune import finetune
 
     lines = ["| recipe | steps | val macro-F1 | test macro-F1 | test accuracy |", "|---|---|---|---|---|"]
     for steps in budgets:

@@ -48,14 +48,15 @@ def quickstart_recipe(data: str | None = None, run_dir: str | None = None,
 def quickstart(data: str | None = None, run_dir: str | None = None, overrides: list[str] | None = None,
                log=print) -> dict[str, Any]:
     from lmstack import runtime
-    from lmstack.data.prepare import prepare
     from lmstack.models.generate import generate
+    from lmstack.tasks import get_spec
+    from lmstack.train.prepared import ensure_prepared
     from lmstack.train.trainer import train
 
     started = time.time()
     recipe = quickstart_recipe(data, run_dir, overrides)
     log(f"[1/3] prepare {recipe.data.paths[0]}")
-    manifest = prepare(recipe, log=log)
+    manifest = ensure_prepared(recipe, get_spec(recipe.task), log=log)
     log("[2/3] train")
     trained = train(recipe, log=log)
     log("[3/3] generate")

@@ -24,15 +24,26 @@ _RAY_ENV_DEFAULTS = {
 }
 
 
+_configured_address: str | None = None
+
+
+def use_address(address: str | None) -> None:
+    """The cluster the next connect() joins (the CLI's --address). Nothing starts here: a verb connects
+    only once its inputs are checked, so a user error never waits for (or leaves) a cluster."""
+    global _configured_address
+    _configured_address = address
+
+
 def connect(address: str | None = None, num_cpus: int | None = None) -> None:
-    """Connect to `address` (or RAY_ADDRESS); otherwise start an embedded local cluster."""
+    """Connect to `address` (or use_address's, or RAY_ADDRESS); otherwise start an embedded local cluster.
+    Every stage calls this before its first Ray call; it is a no-op once connected."""
     import ray
 
     if ray.is_initialized():
         return
     for key, value in _RAY_ENV_DEFAULTS.items():
         os.environ.setdefault(key, value)
-    address = address or os.environ.get("RAY_ADDRESS")
+    address = address or _configured_address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {}
     # Workers import lmstack from the driver's environment; on a remote cluster the job's
     # working_dir/runtime_env provides it.

@@ -27,8 +27,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
     try:
+        if rest and getattr(args, "task_options", False) and getattr(args, "model", None):
+            from lmstack.cli.tasks import parse_task_options
+
+            args = parse_task_options(args.verb, args, rest)
+        elif rest:
+            parser.error(f"unrecognized arguments: {' '.join(rest)}")
         args.fn(args)
     except USER_ERRORS as err:
         print(f"lmstack {args.verb}: error: {err}", file=sys.stderr)

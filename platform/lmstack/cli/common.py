@@ -17,9 +17,10 @@ def recipe_from_args(args: argparse.Namespace) -> Recipe:
 
 
 def connect(args: argparse.Namespace) -> None:
+    """Record the verb's cluster (--address); the library connects when it first needs it."""
     from lmstack import runtime
 
-    runtime.connect(address=getattr(args, "address", None))
+    runtime.use_address(getattr(args, "address", None))
 
 
 def print_json(obj: Any) -> None:

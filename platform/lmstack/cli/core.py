@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 
 from lmstack.cli.common import add_verb, connect, print_json, recipe_from_args
-from lmstack.cli.tasks import add_task_options
 from lmstack.config import dump_recipe
 
 
@@ -13,10 +12,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     import time
 
     from lmstack import runtime
+    from lmstack.data.read import list_files
     from lmstack.tasks import get_spec
 
     recipe = recipe_from_args(args)
     connect(args)
+    list_files(recipe.data.paths)  # before any cluster starts: a path that matches nothing is one line
+    runtime.connect()
     started = time.time()
     manifest = get_spec(recipe.task).prepare(recipe)
     # Each task's manifest names its own counts; these are the ones worth a glance.
@@ -92,7 +94,7 @@ def register(verbs) -> None:
     p.add_argument("--model", help="model directory (default: <run dir>/model)")
     p.add_argument("--data", help="data file in the model task's format (e.g. cmn.txt for translate)")
     p.add_argument("--max-batches", type=int)
-    add_task_options(p)
+    p.set_defaults(task_options=True)  # with --model: the options of the model's task (lmstack.cli.tasks)
     p = add_verb(verbs, "generate", cmd_generate, "sample text from an exported model", recipe=False, cluster=False)
     p.add_argument("model", help="exported model directory")
     p.add_argument("--prompt", default="\n")

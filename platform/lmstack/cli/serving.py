@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from lmstack import runtime
 from lmstack.cli.common import add_verb, connect, print_json
 
 
@@ -33,6 +34,7 @@ def cmd_serve(args: argparse.Namespace) -> None:
         where = ".".join(str(p) for p in first["loc"])
         raise SystemExit(f"lmstack serve: error: {where}: {first['msg']}") from None
     connect(args)
+    runtime.connect()
     deploy(settings, port=args.port, host=args.host)
     served = ", ".join(m["name"] for m in models)
     print(f"serving {served} on http://{args.host}:{args.port}/v1 (OpenAI-compatible); Ctrl-C stops", flush=True)

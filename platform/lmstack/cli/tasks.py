@@ -10,13 +10,15 @@ from typing import Any
 
 from lmstack.artifacts import model_task
 from lmstack.cli.common import add_verb
-from lmstack.tasks import TASKS, get_spec
+from lmstack.tasks import get_spec
 
 
-def add_task_options(parser: argparse.ArgumentParser) -> None:
-    """Every task's predict/evaluate options, grouped by task (a model's task is known only at run time)."""
-    for name in TASKS:
-        get_spec(name).add_cli_options(parser.add_argument_group(f"{name} models"))
+def parse_task_options(verb: str, args: argparse.Namespace, rest: list[str]) -> argparse.Namespace:
+    """The options of the --model's task (its spec's add_cli_options, e.g. translate's --direction),
+    parsed from what the verb's own parser left over; known only once the model's task is."""
+    parser = argparse.ArgumentParser(prog=f"lmstack {verb} --model {args.model}")
+    get_spec(model_task(args.model)).add_cli_options(parser)
+    return parser.parse_args(rest, namespace=args)
 
 
 def task_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
@@ -40,9 +42,9 @@ def cmd_predict(args: argparse.Namespace) -> None:
 
 
 def register(verbs) -> None:
-    p = add_verb(verbs, "predict", cmd_predict, "run an exported model on one input per line; JSON lines out",
-                 recipe=False, cluster=False)
+    p = add_verb(verbs, "predict", cmd_predict, "run an exported model on one input per line; JSON lines out "
+                 "(options of the model's task follow, e.g. --direction zh-en for translate)", recipe=False, cluster=False)
     p.add_argument("--model", required=True, help="exported model directory")
     p.add_argument("--input", required=True, help="text file, one input per line")
     p.add_argument("--output", required=True, help="JSON lines file, one result per input")
-    add_task_options(p)
+    p.set_defaults(task_options=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from lmstack.artifacts import MODEL_MANIFEST, model_task
+from lmstack.artifacts import MODEL_MANIFEST, model_manifest
 from lmstack.config import Unsupported
 from lmstack.tasks import get_spec
 
@@ -28,9 +28,10 @@ SIDE_FILES = ("config.json", "generation_config.json", "tokenizer.json", "tokeni
 
 def model_kind(model_dir: str) -> str:
     """How compress loads and measures the model (CAUSAL_LM or CLASSIFIER): its task spec's compress_kind.
-    A plain transformers directory without lineage is read by its architecture."""
-    if os.path.exists(os.path.join(model_dir, MODEL_MANIFEST)):
-        spec = get_spec(model_task(model_dir))
+    A transformers directory whose lineage names no task is read by its architecture."""
+    task = model_manifest(model_dir).get("task") if os.path.exists(os.path.join(model_dir, MODEL_MANIFEST)) else None
+    if task is not None:
+        spec = get_spec(task)
         if spec.compress_kind is None:
             raise Unsupported(f"compress: task {spec.name!r} models cannot be compressed yet "
                               f"(only tasks whose models are transformers causal LMs or classifiers)")

@@ -24,6 +24,7 @@ def evaluate(recipe: Recipe, model_dir: str | None = None, run_dir: str | None =
     model_dir = model_dir or runtime.join(storage_path(recipe), "model")
     run_dir = run_dir or runtime.join(storage_path(recipe), "evaluate")
     model = spec.load_exported(model_dir).eval()
+    runtime.connect()
     torch.set_num_threads(recipe.train.threads_per_worker or torch.get_num_threads())
     loss_sum, count, counts = 0.0, 0, None
     with torch.no_grad():

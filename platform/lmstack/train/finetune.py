@@ -41,6 +41,7 @@ def finetune(recipe: Recipe, log=print) -> dict[str, Any]:
     recipe = absolute_paths(recipe)
     spec = get_spec(recipe.task)
     info = ensure_prepared(recipe, spec, log=log)
+    runtime.connect()
     if spec.runs_without_trainer(recipe):
         return spec.fit_without_trainer(recipe, info, log=log)
     started = time.time()
@@ -66,6 +67,7 @@ def kfold(recipe: Recipe, k: int, log=print) -> dict[str, Any]:
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"folds": k})})
     folds = [fold_recipe(recipe, i, spec.folds_share_data, run_dir) for i in range(k)]
     ensure_prepared(folds[0], spec, log=log)  # shared data: every fold reads this; else fold 0's tokenizer
+    runtime.connect()
     # A trainer fold's task only waits on its TorchTrainer, whose workers hold the CPUs.
     remote = ray.remote(num_cpus=1 if spec.runs_without_trainer(recipe) else 0)(_fold_task)
     results = ray.get([remote.remote(f.model_dump(mode="json")) for f in folds])

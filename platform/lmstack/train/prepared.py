@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from lmstack import runtime
 from lmstack.artifacts import data_manifest_path, read_data_manifest
 from lmstack.config import Recipe
+from lmstack.data.read import list_files
 from lmstack.tasks.spec import TaskSpec
 
 
@@ -15,8 +17,10 @@ def ensure_prepared(recipe: Recipe, spec: TaskSpec, log=print) -> dict[str, Any]
     info = read_data_manifest(recipe)
     if info is not None and info.get("prepare_hash") == spec.prepare_hash(recipe):
         return info
+    list_files(recipe.data.paths)  # a path that matches nothing fails here, before any cluster starts
     if info is not None:
         log(f"{data_manifest_path(recipe)}: prepared from other settings: preparing again")
     else:
         log(f"preparing {recipe.name}'s data in {recipe.data_dir()}")
+    runtime.connect()
     return spec.prepare(recipe, log=log)

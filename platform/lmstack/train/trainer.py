@@ -125,6 +125,7 @@ def train(recipe: Recipe, log=print) -> dict[str, Any]:
         spec.check_teacher(recipe, info, recipe.distill.teacher)
     runtime.makedirs(run_dir)
     check_resumable(recipe, run_dir, spec)
+    runtime.connect()
     result = build_trainer(recipe, info).fit()
     if result.error:
         raise result.error

@@ -98,6 +98,7 @@ def tune_recipe(recipe: Recipe, log=print) -> dict[str, Any]:
     started = time.time()
     root = storage_path(recipe)
     runtime.makedirs(root)
+    runtime.connect()
     fold_infos = None
     if recipe.tune.cross_validation:
         from lmstack.tune.cv import prepare_folds  # imports Ray Train: only for cross-validated searches

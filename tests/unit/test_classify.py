@@ -1,52 +1,20 @@
 """classify task: metrics vs scikit-learn, prepare (rejects, splits, k-fold), the model interface."""
 
 import json
-import random
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from builders import ALPHABETS, classify_recipe, make_labelled  # noqa: F401
 
 from lmstack.config import RecipeError, validate_recipe
-from lmstack.tasks.classify.metrics import confusion, flat_metrics, report
 from lmstack.tasks import get_spec
+from lmstack.tasks.classify.metrics import confusion, flat_metrics, report
 from lmstack.tasks.classify.records import assign_split
 
 quiet = lambda *_: None  # noqa: E731
-ALPHABETS = {"red": "abcdefg", "green": "hijklmn", "blue": "opqrstu"}
-
-
-def make_labelled(root: Path, n: int = 150, seed: int = 0) -> Path:
-    """Three classes, each drawing most characters from its own alphabet; one JSONL file."""
-    rng = random.Random(seed)
-    root.mkdir(parents=True, exist_ok=True)
-    lines = []
-    for i in range(n):
-        label = list(ALPHABETS)[i % 3]
-        chars = ALPHABETS[label] + "xyz "
-        text = "".join(rng.choice(chars) for _ in range(rng.randint(10, 30)))
-        lines.append(json.dumps({"id": f"r{i}", "text": text, "label": label, "mood": ["up", "down"][i % 2]}))
-    (root / "data.jsonl").write_text("\n".join(lines) + "\n")
-    return root
-
-
-def classify_recipe(tmp: Path, data_path: Path, **sections) -> object:
-    raw = {
-        "name": "tiny_cls", "task": "classify", "run_dir": str(tmp / "run"),
-        "data": {"paths": [str(data_path)], "val_fraction": 0.25},
-        "tokenizer": {"kind": "char"},
-        "classify": {"max_length": 24},
-        "model": {"family": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 16},
-        "train": {"num_workers": 1, "batch_size": 8, "max_steps": 8, "lr": 3e-3, "min_lr": 3e-4,
-                  "warmup_steps": 1, "eval_every": 8, "eval_batches": 10, "log_every": 4, "keep_checkpoints": 1},
-    }
-    for key, value in sections.items():
-        raw[key] = {**raw.get(key, {}), **value} if isinstance(value, dict) else value
-    return validate_recipe(raw, "test")
-
-
 # -- metrics -----------------------------------------------------------------------------------
 
 def test_metrics_agree_with_scikit_learn():
@@ -81,7 +49,7 @@ def test_metrics_agree_with_scikit_learn():
 
 def test_recipe_sections_validate_before_any_work(tmp_path):
     base = {"name": "x", "task": "classify", "data": {"paths": ["a"]}}
-    with pytest.raises(RecipeError, match="classify section"):
+    with pytest.raises(RecipeError, match="r.yaml: classify: task .classify. needs a classify: section"):
         validate_recipe(base, "r.yaml")
     with pytest.raises(RecipeError, match="r.yaml: finetune: .*lora needs from_model"):
         validate_recipe({**base, "classify": {}, "finetune": {"strategy": "lora"}}, "r.yaml")

@@ -4,8 +4,6 @@ auth, feedback across a replica restart, a version swap under load)."""
 from __future__ import annotations
 
 import json
-import socket
-import string
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -14,39 +12,18 @@ import pytest
 import requests
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
+from builders import free_port, make_tiny_lm  # noqa: E402
+
 KEY = "test-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
-
-
-def make_tiny_lm(out, seed: int) -> str:
-    """A 2-layer GPT-2 on the char tokenizer, saved as safetensors: seconds, not a training run."""
-    import torch
-    from transformers import GPT2Config, GPT2LMHeadModel
-
-    from lmstack.data.tokenizer import char_tokenizer
-
-    torch.manual_seed(seed)
-    tok = char_tokenizer(string.printable)
-    eos = tok.eos_token_id
-    cfg = GPT2Config(vocab_size=len(tok), n_positions=128, n_embd=32, n_layer=2, n_head=2,
-                     bos_token_id=eos, eos_token_id=eos, pad_token_id=eos)
-    GPT2LMHeadModel(cfg).save_pretrained(out, safe_serialization=True)
-    tok.save_pretrained(out)
-    return str(out)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     from ray import serve
 
-    from lmstack.serve.app import deploy
     from lmstack.api.settings import ServeSettings
+    from lmstack.serve.app import deploy
 
     tmp = tmp_path_factory.mktemp("serve")
     v1, v2 = make_tiny_lm(tmp / "v1", 0), make_tiny_lm(tmp / "v2", 1)

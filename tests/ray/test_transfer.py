@@ -6,8 +6,8 @@ import os
 import numpy as np
 import pytest
 import torch
+from builders import ALPHABETS, classify_recipe, make_labelled
 from safetensors.torch import load_file
-from test_classify import ALPHABETS, classify_recipe, make_labelled
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
 from lmstack.config import ModelConfig

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
-from test_serve import free_port, make_tiny_lm
+from builders import free_port, make_tiny_lm
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
 
