@@ -20,9 +20,11 @@ setup: $(STAMP)
 quickstart: setup
 	$(BIN)/lmstack quickstart
 
-# Everything: unit, Ray and end-to-end tiers (about 10 minutes on 2 cores).
+# Everything: unit, Ray and end-to-end tiers. Test files run in parallel processes (each with its own
+# embedded Ray cluster): most of a Ray test's time is start-up and waiting, not the 2 cores.
+TEST_WORKERS ?= 3
 test: setup
-	$(BIN)/python -m pytest -q --durations=15 tests
+	$(BIN)/python -m pytest -q --durations=25 -n $(TEST_WORKERS) --dist loadfile tests
 
 # No Ray: config, data rules, the trainer in process, decoding, schemas (under 2 minutes).
 test-unit: setup

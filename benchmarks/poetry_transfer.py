@@ -29,19 +29,19 @@ OUT = os.path.join("runs", "poetry_transfer")
 
 
 def ensure_lm(names: list[str]) -> dict:
-    from lmstack.tasks import get_task
+    from lmstack.tasks import get_spec
     from lmstack.train.trainer import train
 
     scratch = load_recipe(f"{RECIPES}/poetry_scratch.yaml")
     manifest = os.path.join(scratch.data_dir(), "manifest.json")
     if not runtime.exists(manifest) or not runtime.exists(os.path.join(scratch.data_dir(), "lm_text")):
-        get_task("classify").prepare(scratch)
+        get_spec("classify").prepare(scratch)
     lm = load_recipe(f"{RECIPES}/poetry_lm.yaml")
     summary_path = os.path.join(lm.resolved_run_dir(), "summary.json")
     needs_lm = any(load_recipe(f"{RECIPES}/poetry_{n}.yaml").finetune.from_model for n in names)
     if needs_lm and not os.path.exists(os.path.join(lm.resolved_run_dir(), "model", "config.json")):
         t0 = time.time()
-        get_task("lm").prepare(lm)
+        get_spec("lm").prepare(lm)
         out = train(lm)
         out["pretrain_wall_s"] = round(time.time() - t0, 1)
         runtime.write_json(summary_path, out)

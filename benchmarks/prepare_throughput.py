@@ -18,8 +18,8 @@ import time
 
 from lmstack import runtime
 from lmstack.config import validate_recipe
-from lmstack.data.prepare import prepare
 from lmstack.data.tokenizer import load_tokenizer, train_bpe
+from lmstack.tasks import get_spec
 
 
 def corpus(n: int) -> list[str]:
@@ -53,7 +53,7 @@ def main() -> None:
             "tokenizer": {"kind": "pretrained", "path": tok_dir},
         })
         start = time.perf_counter()
-        m = prepare(r, log=lambda *_: None)
+        m = get_spec("lm").prepare(r, log=lambda *_: None)
         lm_s = time.perf_counter() - start
         lm_tokens = m["tokens"]["train"] + m["tokens"]["val"]
     mb = sum(len(t.encode()) for t in texts) / 1e6

@@ -18,9 +18,9 @@ import torch
 
 from lmstack import runtime
 from lmstack.config import validate_recipe
-from lmstack.data.prepare import prepare
 from lmstack.models import build_causal_lm
 from lmstack.quickstart import stdlib_glob
+from lmstack.tasks import get_spec
 from lmstack.train.trainer import train
 
 
@@ -70,7 +70,7 @@ def main() -> None:
     runtime.connect()
     with tempfile.TemporaryDirectory() as tmp:
         r = recipe(tmp, args.steps, args.threads)
-        info = prepare(r, log=lambda *_: None)
+        info = get_spec("lm").prepare(r, log=lambda *_: None)
         train(r, log=lambda *_: None)
         rows = [json.loads(line) for line in open(os.path.join(tmp, "metrics.jsonl"))]
         windows = [row["tokens_per_s"] for row in rows if "tokens_per_s" in row][1:]  # skip start-up

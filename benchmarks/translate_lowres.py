@@ -51,10 +51,10 @@ def recipe(name: str, data: str, steps: int, extra: list[str]) -> Recipe:
 
 
 def prepared(r: Recipe) -> None:
-    from lmstack.tasks import get_task
+    from lmstack.tasks import get_spec
 
     if not runtime.exists(os.path.join(r.data_dir(), "manifest.json")):
-        get_task(r.task).prepare(r)
+        get_spec(r.task).prepare(r)
 
 
 def trained(r: Recipe) -> dict:

@@ -20,8 +20,8 @@ from conftest import make_corpus, tiny_recipe
 from lmstack.config import DistillConfig, RecipeError, validate_recipe
 from lmstack.data.tokenizer import char_tokenizer, load_tokenizer
 from lmstack.tasks import get_spec
-from lmstack.train.distill_task import soft_kl
 from lmstack.train.distill import distill
+from lmstack.train.distill_task import soft_kl
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 quiet = lambda *_: None  # noqa: E731
@@ -79,12 +79,12 @@ def kl_to(model, teacher, batch, logits):
 
 @pytest.fixture(scope="module")
 def lm_setup(tmp_path_factory):
-    from lmstack.data.prepare import prepare
+    from lmstack.tasks import get_spec
 
     tmp = tmp_path_factory.mktemp("distill_lm")
     recipe = tiny_recipe(tmp, make_corpus(tmp / "corpus", docs=80))
     recipe.model.n_layer, recipe.model.n_embd = 2, 32
-    info = prepare(recipe, log=quiet)
+    info = get_spec("lm").prepare(recipe, log=quiet)
     task = get_spec("lm")
     return recipe, info, fit_teacher(task, recipe, info, ["input_ids"], tmp / "teacher")
 

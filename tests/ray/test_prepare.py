@@ -4,7 +4,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import make_corpus, tiny_recipe
-from lmstack.data.prepare import prepare
+from lmstack.tasks import get_spec
 
 pytestmark = pytest.mark.usefixtures("ray_cluster")
 
@@ -23,7 +23,7 @@ def test_prepare_end_to_end_accounts_for_every_document(tmp_path):
     (data / "txt" / "copy.txt").write_text(dup)
     recipe = tiny_recipe(tmp_path, data)
     recipe.data.clean.min_chars = 20
-    m = prepare(recipe, log=lambda *_: None)
+    m = get_spec("lm").prepare(recipe, log=lambda *_: None)
     docs = m["documents"]
     assert docs["read"] == 60 + 3 + 6
     assert docs["rejected"] == 2
@@ -43,7 +43,7 @@ def test_prepare_end_to_end_accounts_for_every_document(tmp_path):
     assert all(len(b) == 32 for b in train + val)
     assert m["tokens"]["train"] == 32 * len(train) + m["tokens_not_in_blocks"]["train"]
     # Deterministic: preparing again gives identical shards.
-    prepare(recipe, log=lambda *_: None)
+    get_spec("lm").prepare(recipe, log=lambda *_: None)
     assert blocks(out / "train") == train
 
 
@@ -51,7 +51,7 @@ def test_shakespeare_char_data_matches_nanogpt_split(tmp_path, shared_data):
     from lmstack.config import load_recipe
 
     recipe = load_recipe("jobs/recipes/shakespeare_char.yaml", [f"run_dir={tmp_path}"])
-    m = prepare(recipe, log=lambda *_: None)
+    m = get_spec("lm").prepare(recipe, log=lambda *_: None)
     assert m["documents"]["kept"] == 1
     assert m["tokenizer"]["vocab_size"] == 65 + 2  # 65 characters, EOS, UNK
     # 1,115,394 characters, split 90/10 at character level as nanoGPT does (+1 EOS per part).

@@ -110,3 +110,22 @@ def test_early_stopping_follows_the_metric_direction():
 def test_an_empty_training_split_is_a_clear_error():
     with pytest.raises(ValueError, match="fewer blocks than one batch"):
         Trainer(recipe(), get_spec("lm"), INFO, echo=None).fit(lambda e: iter([]), lambda: iter(VAL))
+
+
+def test_run_dir_of_another_model_or_data_fails_before_training(tmp_path):
+    from lmstack.config import RecipeError
+    from lmstack.train.trainer import check_resumable
+
+    spec = get_spec("lm")
+    raw = recipe().model_dump(mode="json")
+    run_dir = str(tmp_path / "run")
+    check_resumable(validate_recipe(raw, "a.yaml"), run_dir, spec)  # first start: records what it trains
+    more_steps = {**raw, "train": {**raw["train"], "max_steps": 99, "num_workers": 2},
+                  "data": {**raw["data"], "paths": ["moved/elsewhere"]}}
+    check_resumable(validate_recipe(more_steps, "a.yaml"), run_dir, spec)  # same model and data: resumable
+    wider = {**raw, "model": {**raw["model"], "n_embd": 32}}
+    with pytest.raises(RecipeError, match=r"run holds a run whose model section\(s\) differ"):
+        check_resumable(validate_recipe(wider, "a.yaml"), run_dir, spec)
+    longer_blocks = {**raw, "data": {**raw["data"], "block_size": 256}}
+    with pytest.raises(RecipeError, match=r"whose data section\(s\) differ"):
+        check_resumable(validate_recipe(longer_blocks, "a.yaml"), run_dir, spec)

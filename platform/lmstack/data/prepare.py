@@ -119,7 +119,7 @@ def prepare(recipe: Recipe, log=print, prepare_hash: str | None = None) -> dict[
         "recipe": recipe.name,
         "task": recipe.task,
         "recipe_hash": recipe.fingerprint("data", "tokenizer"),
-        "prepare_hash": prepare_hash or recipe.fingerprint("data", "tokenizer"),
+        "prepare_hash": prepare_hash,
         "inputs": cfg.paths,
         "documents": {
             "read": n_read,

@@ -51,8 +51,10 @@ class TaskSpec(ABC):
         The manifest carries `prepare_hash` = self.prepare_hash(recipe)."""
 
     def prepare_hash(self, recipe: Recipe) -> str:
-        """What the prepared data depends on; a different value means prepare again."""
-        return recipe.fingerprint(*(s for s in ("data", "tokenizer", self.section) if s))
+        """What the prepared data depends on (not where it is written); a different value means prepare again."""
+        dumped = recipe.model_dump(mode="json")
+        dumped["data"].pop("output", None)
+        return runtime.fingerprint({s: dumped.get(s) for s in ("data", "tokenizer", self.section) if s})
 
     @abstractmethod
     def datasets(self, recipe: Recipe) -> dict[str, Any]:

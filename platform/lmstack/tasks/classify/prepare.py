@@ -41,6 +41,7 @@ def prepare_hash(recipe: Recipe) -> str:
 
     raw = recipe.model_dump(mode="json")
     raw["data"].pop("fold", None)
+    raw["data"].pop("output", None)  # where the data is written is not what it holds
     key = {k: raw[k] for k in ("data", "tokenizer", "classify")} | {"from_model": raw["finetune"]["from_model"]}
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
 

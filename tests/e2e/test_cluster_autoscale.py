@@ -33,14 +33,14 @@ def autoscaling_cluster(tmp_path_factory):
 
 
 def test_job_wanting_more_workers_scales_up_then_idle_nodes_go(autoscaling_cluster, tmp_path, ray_cluster):
-    from lmstack.data.prepare import prepare
+    from lmstack.tasks import get_spec
 
     c = autoscaling_cluster
     assert c.raylet_count() == 1  # the head alone: 1 CPU
     recipe = tiny_recipe(tmp_path, make_corpus(tmp_path / "corpus", docs=40), num_workers=2, max_steps=6,
                          eval_every=3, log_every=3)
     recipe.data.output = str(tmp_path / "prepared")
-    prepare(recipe, log=lambda *_: None)  # on the session's embedded cluster; the job reads the files
+    get_spec("lm").prepare(recipe, log=lambda *_: None)  # on the session's embedded cluster; the job reads the files
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
 
