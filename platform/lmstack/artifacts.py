@@ -3,13 +3,16 @@ exported model's lineage file (`lmstack_model.json`)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from lmstack import runtime
 from lmstack.config import Recipe
 
+T = TypeVar("T")
 MODEL_MANIFEST = "lmstack_model.json"
 DATA_MANIFEST = "manifest.json"
 
@@ -40,3 +43,29 @@ def model_manifest(model_dir: str) -> dict[str, Any]:
 
 def model_task(model_dir: str) -> str:
     return model_manifest(model_dir).get("task", "lm")
+
+
+def export_stamp(model_dir: str) -> tuple[int, int]:
+    """Identifies one export of a model directory: an export publishes a new directory (a rename), so a
+    re-export to the same path changes the stamp even when its files have the same names."""
+    st = os.stat(model_dir)
+    return st.st_ino, st.st_mtime_ns
+
+
+def cache_per_export(maxsize: int = 8) -> Callable[[Callable[[str], T]], Callable[[str], T]]:
+    """Cache a loader by (path, export_stamp), so a model re-exported to a served path is loaded again
+    instead of answering with the old weights under the new version."""
+
+    def wrap(load: Callable[[str], T]) -> Callable[[str], T]:
+        cached = functools.lru_cache(maxsize=maxsize)(lambda path, _stamp: load(path))
+
+        @functools.wraps(load)
+        def loader(model_dir: str) -> T:
+            if not os.path.isdir(model_dir):
+                raise FileNotFoundError(f"model directory {model_dir!r} does not exist")
+            return cached(model_dir, export_stamp(model_dir))
+
+        loader.cache_clear = cached.cache_clear  # type: ignore[attr-defined]
+        return loader
+
+    return wrap

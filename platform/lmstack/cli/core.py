@@ -14,13 +14,13 @@ def cmd_prepare(args: argparse.Namespace) -> None:
     from lmstack import runtime
     from lmstack.data.read import list_files
     from lmstack.tasks import get_spec
+    from lmstack.train.prepared import prepare_fresh
 
     recipe = recipe_from_args(args)
     connect(args)
     list_files(recipe.data.paths)  # before any cluster starts: a path that matches nothing is one line
-    runtime.connect()
     started = time.time()
-    manifest = get_spec(recipe.task).prepare(recipe)
+    manifest = prepare_fresh(recipe, get_spec(recipe.task))
     # Each task's manifest names its own counts; these are the ones worth a glance.
     shown = ("documents", "tokens", "blocks", "records", "examples", "labels")
     figures = {"data_dir": recipe.data_dir()}

@@ -22,5 +22,12 @@ def ensure_prepared(recipe: Recipe, spec: TaskSpec, log=print) -> dict[str, Any]
         log(f"{data_manifest_path(recipe)}: prepared from other settings: preparing again")
     else:
         log(f"preparing {recipe.name}'s data in {recipe.data_dir()}")
+    return prepare_fresh(recipe, spec, log=log)
+
+
+def prepare_fresh(recipe: Recipe, spec: TaskSpec, log=print) -> dict[str, Any]:
+    """Prepare again. The old manifest goes first: every prepare writes its manifest last, so a prepare
+    that dies half-way leaves no manifest, and no verb takes its half-written shards for data."""
     runtime.connect()
+    runtime.remove(data_manifest_path(recipe))
     return spec.prepare(recipe, log=log)

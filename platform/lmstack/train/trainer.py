@@ -97,7 +97,13 @@ def export_model(checkpoint_dir: str, spec: TaskSpec, info: dict[str, Any], dest
         with open(os.path.join(staged, MODEL_MANIFEST), "w", encoding="utf-8") as f:
             json.dump(lineage, f, indent=2, default=str)
         if runtime.is_uri(dest):
+            # Object stores have no rename: clear the old export (no stale file mixed in), upload, and write
+            # the lineage file last as the commit marker that loaders require.
+            manifest = os.path.join(tmp, MODEL_MANIFEST)
+            os.replace(os.path.join(staged, MODEL_MANIFEST), manifest)
+            runtime.remove_dir(dest)
             pafs.copy_files(staged, dest_path, destination_filesystem=fs)
+            runtime.write_text(runtime.join(dest, MODEL_MANIFEST), open(manifest, encoding="utf-8").read())
             return dest
         runtime.publish_dir(staged, dest_path)
     return dest_path

@@ -7,7 +7,6 @@ or a vectorizer + linear head (tfidf, bow). Loaded models are cached per directo
 
 from __future__ import annotations
 
-import functools
 import json
 import os
 import time
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from lmstack.artifacts import MODEL_MANIFEST as LINEAGE
+from lmstack.artifacts import cache_per_export
 from lmstack.tasks.classify.metrics import confusion, report
 
 
@@ -99,7 +99,7 @@ class _Vectorized:
         return self.head.proba_texts(texts)
 
 
-@functools.lru_cache(maxsize=8)
+@cache_per_export(maxsize=8)
 def load(model_dir: str):
     if not os.path.isdir(model_dir):
         raise FileNotFoundError(f"model directory {model_dir!r} does not exist")

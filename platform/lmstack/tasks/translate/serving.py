@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import functools
-
-from lmstack.artifacts import model_manifest
+from lmstack.artifacts import cache_per_export, model_manifest
 
 lineage = model_manifest
 
 
-@functools.lru_cache(maxsize=4)
+@cache_per_export(maxsize=4)
 def load(model_dir: str):
     """(model, tokenizer, max_length) of an exported translate model, in eval mode."""
     import torch
