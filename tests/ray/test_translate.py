@@ -105,7 +105,7 @@ def test_recipe_needs_translate_section():
 
 
 def test_label_smoothing_is_a_training_loss_only(tmp_path):
-    from lmstack.tasks.translate import Translation
+    from lmstack.tasks.translate.spec import Translation
 
     recipe = recipe_for(tmp_path, tmp_path / "unused.txt")
     recipe.translate.label_smoothing = 0.2
