@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q $(TORCH_SPEC)
 	$(BIN)/pip install -q -e ".[dev]"
+	# espeak-ng (speech synthesis for `lmstack data synth-speech` and the speech tests) where apt is available.
+	command -v espeak-ng >/dev/null || ! command -v apt-get >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; } || echo "espeak-ng not installed: synth-speech tests will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -14,7 +14,7 @@ import sys
 from lmstack.config import RecipeError
 from lmstack.data.read import DataSourceError
 
-VERB_GROUPS = ["core", "tuning", "cluster", "serving", "tasks", "compression", "transfer"]
+VERB_GROUPS = ["core", "tuning", "cluster", "serving", "tasks", "compression", "transfer", "data"]
 USER_ERRORS = (RecipeError, DataSourceError, FileNotFoundError)
 
 

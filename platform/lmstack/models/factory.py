@@ -26,6 +26,9 @@ def causal_lm_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: in
             eos_token_id=eos_id,
             pad_token_id=eos_id,
             tie_word_embeddings=cfg.tie_embeddings,
+            # The compact decoder trains with the exact (erf) GELU, as nanoGPT does: one fused kernel, and on
+            # CPU cheaper than the tanh form; transformers' "gelu" is the same function.
+            **({"activation_function": "gelu"} if cfg.impl == "lmstack" else {}),
         )
     return LlamaConfig(
         vocab_size=vocab_size,
@@ -36,6 +39,7 @@ def causal_lm_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: in
         num_attention_heads=cfg.n_head,
         num_key_value_heads=cfg.n_kv_head or cfg.n_head,
         attention_dropout=cfg.dropout,
+        rope_parameters={"rope_type": "default", "rope_theta": cfg.rope_theta},
         bos_token_id=eos_id,
         eos_token_id=eos_id,
         pad_token_id=eos_id,
@@ -50,7 +54,19 @@ def load_causal_lm(path: str, **kwargs) -> torch.nn.Module:
 
 
 def build_causal_lm(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> torch.nn.Module:
-    """A fresh model from the recipe's shape, or the local model at `cfg.path`."""
+    """A fresh model from the recipe's shape, or the local model at `cfg.path`; with `cfg.impl == "lmstack"`
+    lmstack's compact decoder (lmstack.models.gpt), which exports the same transformers directory."""
+    if cfg.impl == "lmstack":
+        from lmstack.models.gpt import CompactCausalLM
+
+        if not cfg.path:
+            return CompactCausalLM(causal_lm_config(cfg, vocab_size, context, eos_id))
+        if not os.path.isdir(cfg.path):
+            raise FileNotFoundError(f"model directory {cfg.path!r} does not exist")
+        model = CompactCausalLM.from_pretrained(cfg.path)
+        if model.get_input_embeddings().num_embeddings < vocab_size:
+            model.resize_token_embeddings(vocab_size)
+        return model
     if cfg.path:
         model = load_causal_lm(cfg.path)
         if model.get_input_embeddings().num_embeddings < vocab_size:

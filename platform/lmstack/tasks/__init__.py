@@ -19,6 +19,8 @@ TASKS = {
     "lm": "lmstack.tasks.lm",
     "classify": "lmstack.tasks.classify",
     "translate": "lmstack.tasks.translate",
+    "speech": "lmstack.tasks.speech",
+    "recommend": "lmstack.tasks.recommend",
 }
 
 for _package in TASKS.values():
