@@ -16,6 +16,7 @@ from lmstack.data.read import DataSourceError
 
 VERB_GROUPS = ["core", "tuning", "cluster", "serving", "tasks", "compression", "transfer", "data"]
 USER_ERRORS = (RecipeError, DataSourceError, FileNotFoundError)
+TASK_OPTION_VERBS = ("predict", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -26,18 +27,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args, rest = parser.parse_known_args(argv)
-    try:
-        if rest and getattr(args, "task_options", False) and getattr(args, "model", None):
-            from lmstack.cli.tasks import parse_task_options
+def _model_arg(argv: list[str]) -> str | None:
+    for i, arg in enumerate(argv):
+        if arg == "--model" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--model="):
+            return arg.split("=", 1)[1]
+    return None
 
-            args = parse_task_options(args.verb, args, rest)
-        elif rest:
-            parser.error(f"unrecognized arguments: {' '.join(rest)}")
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    try:
+        model = _model_arg(argv)
+        if model and argv and argv[0] in TASK_OPTION_VERBS:
+            # The --model's task adds its options (e.g. translate's --direction) to the verb before parsing,
+            # so `--targets T` is an option's value, never mistaken for a positional argument.
+            from lmstack.cli.tasks import add_task_options
+
+            add_task_options(parser, argv[0], model)
+        args = parser.parse_args(argv)
         args.fn(args)
     except USER_ERRORS as err:
-        print(f"lmstack {args.verb}: error: {err}", file=sys.stderr)
+        verb = argv[0] if argv else "lmstack"
+        print(f"lmstack {verb}: error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -94,7 +94,6 @@ def register(verbs) -> None:
     p.add_argument("--model", help="model directory (default: <run dir>/model)")
     p.add_argument("--data", help="data file in the model task's format (e.g. cmn.txt for translate)")
     p.add_argument("--max-batches", type=int)
-    p.set_defaults(task_options=True)  # with --model: the options of the model's task (lmstack.cli.tasks)
     p = add_verb(verbs, "generate", cmd_generate, "sample text from an exported model", recipe=False, cluster=False)
     p.add_argument("model", help="exported model directory")
     p.add_argument("--prompt", default="\n")

@@ -13,12 +13,10 @@ from lmstack.cli.common import add_verb
 from lmstack.tasks import get_spec
 
 
-def parse_task_options(verb: str, args: argparse.Namespace, rest: list[str]) -> argparse.Namespace:
-    """The options of the --model's task (its spec's add_cli_options, e.g. translate's --direction),
-    parsed from what the verb's own parser left over; known only once the model's task is."""
-    parser = argparse.ArgumentParser(prog=f"lmstack {verb} --model {args.model}")
-    get_spec(model_task(args.model)).add_cli_options(parser)
-    return parser.parse_args(rest, namespace=args)
+def add_task_options(parser: argparse.ArgumentParser, verb: str, model_dir: str) -> None:
+    """Add the options of the model's task (its spec's add_cli_options) to `verb`'s subparser."""
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[verb]
+    get_spec(model_task(model_dir)).add_cli_options(sub.add_argument_group("options of the model's task"))
 
 
 def task_options(args: argparse.Namespace, task: str) -> dict[str, Any]:
@@ -47,4 +45,3 @@ def register(verbs) -> None:
     p.add_argument("--model", required=True, help="exported model directory")
     p.add_argument("--input", required=True, help="text file, one input per line")
     p.add_argument("--output", required=True, help="JSON lines file, one result per input")
-    p.set_defaults(task_options=True)
