@@ -149,8 +149,8 @@ def significance(results: dict, baseline: str) -> dict[str, dict]:
 
 
 def main() -> None:
-    from lmstack.tasks.translate.spec import evaluate_file
     from lmstack.tasks.translate.serving import load
+    from lmstack.tasks.translate.spec import evaluate_file
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("variants", nargs="*", help=f"a subset of {VARIANTS} (default: all)")

@@ -156,11 +156,11 @@ def test_prepare_counts_rejects_and_holds_out_test(trained):
 
 
 def test_tiny_model_learns_bleu_above_floor(trained):
-    from lmstack.tasks.translate.spec import evaluate_file
     from lmstack.tasks.translate.decode import translate
     from lmstack.tasks.translate.metrics import score
     from lmstack.tasks.translate.model import build_seq2seq
     from lmstack.tasks.translate.serving import load
+    from lmstack.tasks.translate.spec import evaluate_file
 
     test_file = str(trained["data_dir"] / "test.tsv")
     result = evaluate_file(trained["model_dir"], test_file, num_beams=1)
@@ -281,8 +281,8 @@ def test_decoder_transfer_route_pretrains_on_lm_text_and_translates(ray_cluster,
     from lmstack.cli import main
     from lmstack.config import load_recipe
     from lmstack.tasks import get_spec
-    from lmstack.train.trainer import train
     from lmstack.tasks.translate.decoder import check_fits
+    from lmstack.train.trainer import train
 
     corpus = tmp_path / "pairs.txt"
     write_corpus(corpus)
@@ -350,8 +350,8 @@ def test_decoder_transfer_route_pretrains_on_lm_text_and_translates(ray_cluster,
 def test_back_translation_rows_come_from_the_reverse_model(trained, tmp_path):
     """Monolingual Chinese + a zh->en reverse model -> en->zh rows: synthetic English source, real target."""
     from lmstack.tasks import get_spec
-    from lmstack.tasks.translate.spec import predict
     from lmstack.tasks.translate.augment import back_translated_rows
+    from lmstack.tasks.translate.spec import predict
 
     chinese = ["汤看这猫。", "玛吃红鱼。", "老狗读新书。", "这小猫喜大鱼。"]
     mono = tmp_path / "mono_zh.txt"
