@@ -16,6 +16,9 @@ $(STAMP): pyproject.toml
 	# espeak-ng (speech synthesis for `lmstack data synth-speech` and the speech tests) where apt is available.
 	command -v espeak-ng >/dev/null || ! command -v apt-get >/dev/null || \
 	  { apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null; } || echo "espeak-ng not installed: synth-speech tests will skip"
+	# chromium (headless: the report.html rendering test) where apt is available.
+	command -v chromium >/dev/null || ! command -v apt-get >/dev/null || \
+	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } || echo "chromium not installed: the report rendering test will skip"
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -103,3 +103,42 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+
+
+def make_finished_run(root: Path, name: str = "tiny", steps: int = 20, seed: int = 0) -> Path:
+    """A run directory as `lmstack train` leaves it (summary.json, metrics.jsonl, model/ with lineage,
+    data/manifest.json), with a real tiny exported LM but no training: for report and tracking tests."""
+    import math
+
+    from lmstack.config import validate_recipe
+
+    run = root / name
+    (run / "data").mkdir(parents=True, exist_ok=True)
+    model_dir = make_tiny_lm(run / "model", seed)
+    recipe = validate_recipe({"name": name, "run_dir": str(run), "data": {"paths": [str(root / "corpus")]},
+                              "tokenizer": {"kind": "char"}, "train": {"max_steps": steps, "warmup_steps": 2}},
+                             "test")
+    manifest = {"recipe": name, "task": "lm", "recipe_hash": "d" * 16, "prepare_hash": f"p{seed:015d}",
+                "inputs": [str(root / "corpus")],
+                "documents": {"read": 60, "rejected": 3, "rejected_by_reason": {"empty": 2, "not_utf8": 1},
+                              "dropped_by_rule": {}, "duplicates_exact": 4, "duplicates_near": 1, "kept": 52},
+                "tokenizer": {"kind": "char", "dir": str(run / "data" / "tokenizer"), "vocab_size": 100},
+                "tokens": {"train": 9000, "val": 1000}, "blocks": {"train": 280, "val": 31}, "block_size": 32}
+    (run / "data" / "manifest.json").write_text(json.dumps(manifest))
+    lineage = {"task": "lm", "recipe": recipe.model_dump(mode="json"), "recipe_hash": recipe.fingerprint(),
+               "data_manifest": str(run / "data" / "manifest.json"), "checkpoint": str(run / "train" / "ckpt")}
+    (run / "model" / "lmstack_model.json").write_text(json.dumps(lineage))
+    rows = []
+    for step in range(5, steps + 1, 5):
+        row = {"epoch": 0, "tokens_seen": step * 128, "step": step, "train_loss": 4.0 - 0.1 * step + seed * 0.01,
+               "lr": 1e-3 * (1 - step / (steps + 1)), "tokens_per_s": 1000.0 + step}
+        if step % 10 == 0:
+            loss = 4.1 - 0.09 * step + seed * 0.01
+            row.update(val_loss=loss, val_ppl=math.exp(loss), val_bpb=loss / math.log(2))
+        rows.append(row)
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    last = rows[-1]
+    summary = {"verb": "train", "val_loss": last["val_loss"], "val_ppl": last["val_ppl"], "steps": steps,
+               "best_step": steps, "model_dir": model_dir, "checkpoint": lineage["checkpoint"], "wall_time_s": 12.5}
+    (run / "summary.json").write_text(json.dumps(summary))
+    return run

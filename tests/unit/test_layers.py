@@ -12,6 +12,7 @@ PKG = Path(__file__).resolve().parents[2] / "platform" / "lmstack"
 LAYERS = {
     "cli": 3,
     "train": 2, "tune": 2, "evaluate": 2, "compress": 2, "serve": 2, "quickstart": 2, "compare": 2, "cluster": 2,
+    "tracking": 2,
     "tasks": 1,
     "config": 0, "runtime": 0, "artifacts": 0, "folds": 0, "data": 0, "models": 0, "api": 0,
 }

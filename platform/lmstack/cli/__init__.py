@@ -14,7 +14,7 @@ import sys
 from lmstack.config import RecipeError
 from lmstack.data.read import DataSourceError
 
-VERB_GROUPS = ["core", "tuning", "cluster", "serving", "tasks", "compression", "transfer", "data"]
+VERB_GROUPS = ["core", "tuning", "cluster", "serving", "tasks", "compression", "transfer", "data", "tracking"]
 USER_ERRORS = (RecipeError, DataSourceError, FileNotFoundError)
 TASK_OPTION_VERBS = ("predict", "evaluate")
 

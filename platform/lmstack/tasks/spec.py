@@ -18,6 +18,7 @@ import torch
 from lmstack import runtime
 from lmstack.config import Recipe, Section, Unsupported
 from lmstack.models.params import default_param_groups
+from lmstack.tasks.report import ReportPart, RunRecord, curves, final_values
 
 
 class TaskSpec(ABC):
@@ -117,6 +118,16 @@ class TaskSpec(ABC):
     def exported_figures(self, recipe: Recipe, info: dict[str, Any], model_dir: str, run_dir: str) -> dict[str, Any]:
         """Figures of the exported model (as served) that join the run's summary, e.g. held-out test scores."""
         return {}
+
+    def report_parts(self, run: RunRecord) -> list[ReportPart]:
+        """The task's figures in the run's report.html. Default: its reported metrics beyond the loss
+        (e.g. HR/NDCG, WER/CER) per step, and their last and best values."""
+        keys = [m for m in self.reported_metrics if m != "val_loss"]
+        parts = []
+        image = curves(run.rows, keys, f"{self.name}: validation metrics")
+        if image is not None:
+            parts.append(ReportPart("Task metrics per step", png=image, table=final_values(run.rows, keys)))
+        return parts
 
     # -- inference on exported models ----------------------------------------------------------
     def predict(self, model_dir: str, inputs: list[str], **opts: Any) -> list[dict[str, Any]]:

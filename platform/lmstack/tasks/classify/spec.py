@@ -17,6 +17,7 @@ from lmstack import runtime
 from lmstack.config import Recipe, RecipeError
 from lmstack.models import default_param_groups
 from lmstack.tasks.classify.metrics import confusion, flat_metrics
+from lmstack.tasks.report import ReportPart, RunRecord
 from lmstack.tasks.spec import TaskSpec
 
 LABEL_COLUMNS_PREFIX = "labels"
@@ -150,6 +151,11 @@ class Classification(TaskSpec):
         from lmstack.tasks.classify.run import exported_figures
 
         return exported_figures(recipe, info, model_dir, run_dir)
+
+    def report_parts(self, run: RunRecord) -> list[ReportPart]:
+        from lmstack.tasks.classify.report import confusion_parts
+
+        return confusion_parts(run) + super().report_parts(run)
 
     # -- distill, serving -------------------------------------------------------------------
     def load_exported(self, model_dir: str) -> torch.nn.Module:

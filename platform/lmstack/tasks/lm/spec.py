@@ -11,6 +11,7 @@ import torch
 from lmstack import runtime
 from lmstack.config import Recipe
 from lmstack.models import build_causal_lm, load_causal_lm
+from lmstack.tasks.report import ReportPart, RunRecord
 from lmstack.tasks.spec import TaskSpec
 
 
@@ -44,6 +45,18 @@ class LanguageModeling(TaskSpec):
         # Bits per byte: nats/token -> bits/token -> bits/byte, so tokenizers compare.
         bpb = loss / math.log(2) / info["bytes_per_token_val"]
         return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0)), "val_bpb": bpb}
+
+    def report_parts(self, run: RunRecord) -> list[ReportPart]:
+        """The default curves and one sample from the exported model (fixed seed: a rebuilt report
+        shows the same text)."""
+        parts = super().report_parts(run)
+        if run.model_dir and runtime.exists(run.model_dir):
+            from lmstack.models.generate import generate
+
+            gen = (run.recipe or {}).get("generate") or {}
+            text = generate(run.model_dir, gen.get("prompt", "\n"), max_new_tokens=120, seed=0)
+            parts.append(ReportPart("Sample", text=text, note="120 new tokens, temperature 0.8, top-k 50, seed 0"))
+        return parts
 
     def load_exported(self, model_dir: str) -> torch.nn.Module:
         return load_causal_lm(model_dir, use_safetensors=True)

@@ -16,6 +16,7 @@ import torch
 from lmstack import runtime
 from lmstack.config import Recipe
 from lmstack.data.read import DataSourceError
+from lmstack.tasks.report import ReportPart, RunRecord
 from lmstack.tasks.spec import TaskSpec
 from lmstack.tasks.translate import data as tdata
 
@@ -216,6 +217,11 @@ class Translation(TaskSpec):
                 counts: Any = None) -> dict[str, float]:
         loss = loss_sum / max(count, 1)
         return {"val_loss": loss, "val_ppl": math.exp(min(loss, 50.0))}
+
+    def report_parts(self, run: RunRecord) -> list[ReportPart]:
+        from lmstack.tasks.translate.report import translation_parts
+
+        return translation_parts(run, predict) + super().report_parts(run)
 
     # ---- inference ----------------------------------------------------------------------------
     def predict(self, model_dir: str, texts: list[str], **opts: Any) -> list[dict[str, Any]]:
