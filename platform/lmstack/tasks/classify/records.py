@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lmstack import runtime
-from lmstack.data.read import list_files
+from lmstack.data.read import ByteStream, list_files
 from lmstack.tasks.classify.config import ClassifyConfig
 
 DIR_LABEL = "@dir"
@@ -32,6 +32,7 @@ class Records:
 
     def reject(self, source: str, record: int | None, reason: str, raw: Any = None) -> None:
         text = raw if isinstance(raw, str) else json.dumps(raw, ensure_ascii=False, default=str)
+        text = (text or "").encode("utf-8", "surrogatepass").decode("utf-8", "replace")  # lone surrogates
         self.rejects.append({"source": source, "record": record, "reason": reason, "raw": (text or "")[:500]})
 
 
@@ -53,15 +54,26 @@ def _rows(path: str, out: Records) -> Iterator[tuple[int, Any]]:
             return
         yield from enumerate(table.to_pylist())
         return
-    data = _read_bytes(path)
-    if path.endswith(".gz"):
-        import gzip
-
-        data = gzip.decompress(data)
+    stream = ByteStream(path)  # a .gz streamed: damage keeps what came before it, as a reject
+    data = b"".join(stream.chunks())
+    if stream.damage:
+        out.reject(path, None, stream.damage)
+        data = data[: data.rfind(b"\n") + 1]  # the cut record is part of the damage
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        out.reject(path, None, f"not UTF-8: {err.reason} at byte {err.start}")
+        if ext in (".csv", ".json"):
+            out.reject(path, None, f"not UTF-8: {err.reason} at byte {err.start}")
+            return
+        text = None  # JSON lines: decoded line by line below, a bad line set aside alone
+    if text is None:
+        for i, raw in enumerate(data.splitlines()):
+            try:
+                line = raw.decode("utf-8-sig")
+            except UnicodeDecodeError as err:
+                out.reject(path, i, f"not UTF-8: {err.reason} at byte {err.start}", raw.decode("utf-8", "replace"))
+                continue
+            yield from _json_line(path, i, line, out)
         return
     if ext == ".csv":
         for i, row in enumerate(csv.DictReader(io.StringIO(text))):
@@ -73,7 +85,7 @@ def _rows(path: str, out: Records) -> Iterator[tuple[int, Any]]:
     if ext == ".json":  # a JSON array (or one object); JSON lines in a .json file are read as lines
         try:
             whole = json.loads(text)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             whole = None
         if isinstance(whole, list):
             yield from enumerate(whole)
@@ -82,12 +94,18 @@ def _rows(path: str, out: Records) -> Iterator[tuple[int, Any]]:
             yield 0, whole
             return
     for i, line in enumerate(text.splitlines()):
-        if not line.strip():
-            continue
-        try:
-            yield i, json.loads(line)
-        except json.JSONDecodeError as err:
-            out.reject(path, i, f"malformed JSON: {err.msg}", line)
+        yield from _json_line(path, i, line, out)
+
+
+def _json_line(path: str, i: int, line: str, out: Records) -> Iterator[tuple[int, Any]]:
+    if not line.strip():
+        return
+    try:
+        yield i, json.loads(line)
+    except RecursionError:
+        out.reject(path, i, "malformed JSON: nested too deeply", line)
+    except ValueError as err:  # JSONDecodeError, and ints over Python's digit limit
+        out.reject(path, i, f"malformed JSON: {getattr(err, 'msg', str(err))}", line)
 
 
 def _text_of(row: dict[str, Any], fields: list[str]) -> str | None:
@@ -98,9 +116,18 @@ def _text_of(row: dict[str, Any], fields: list[str]) -> str | None:
         if isinstance(value, list):
             value = "\n".join(str(v) for v in value if v is not None)
         value = str(value).strip()
-        if value:
+        if value and _encodable(value):
             return value
     return None
+
+
+def _encodable(value: str) -> bool:
+    """False for a JSON "\\ud800" escape: a lone surrogate parses, then fails in pyarrow or a tokenizer."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _label_of(row: dict[str, Any], name: str, path: str) -> str | None:
@@ -109,7 +136,8 @@ def _label_of(row: dict[str, Any], name: str, path: str) -> str | None:
     value = row.get(name)
     if value is None or (isinstance(value, str) and not value.strip()) or isinstance(value, (list, dict)):
         return None
-    return str(value).strip()
+    value = str(value).strip()
+    return value if _encodable(value) else None
 
 
 def read_records(paths: list[str], cfg: ClassifyConfig, fmt: str = "auto", max_files: int | None = None) -> Records:
@@ -133,7 +161,8 @@ def read_records(paths: list[str], cfg: ClassifyConfig, fmt: str = "auto", max_f
             if label is None:
                 out.reject(path, i, f"missing label field {cfg.label_field}", row)
                 continue
-            rid = str(row["id"]) if row.get("id") not in (None, "") else f"{os.path.basename(path)}#{i}"
+            rid = str(row["id"]) if row.get("id") not in (None, "") else ""
+            rid = rid if rid and _encodable(rid) else f"{os.path.basename(path)}#{i}"
             extra = {f: _label_of(row, f, path) for f in cfg.extra_label_fields}
             out.examples.append({"id": rid, "text": text, "label": label, "source": path, "record": i,
                                  **{f"label_{f}": v for f, v in extra.items()}})

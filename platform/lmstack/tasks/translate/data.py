@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from lmstack.data.read import decoded_lines
+
 CJK = re.compile(r"[\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 LATIN = re.compile(r"[A-Za-z0-9]")
 DIRECTIONS = ("zh-en", "en-zh")
@@ -53,16 +55,24 @@ def read_pairs(path: str, lines: Iterable[str] | None = None) -> tuple[list[dict
     """Pairs (en, zh, source, line) and rejects (source, line, reason, raw) of one cmn.txt-style file."""
     pairs: list[dict[str, Any]] = []
     rejects: list[dict[str, Any]] = []
-    if lines is None:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            lines = f.read().splitlines()
-    for n, raw in enumerate(lines, start=1):
+    numbered = enumerate(lines, start=1) if lines is not None else _file_lines(path, rejects)
+    for n, raw in numbered:
         parsed = parse_line(raw)
         if isinstance(parsed, str):
             rejects.append({"source": path, "line": n, "reason": parsed, "raw": raw})
         else:
             pairs.append({"en": parsed[0], "zh": parsed[1], "source": path, "line": n})
     return pairs, rejects
+
+
+def _file_lines(path: str, rejects: list[dict[str, Any]]) -> Iterable[tuple[int, str]]:
+    """Lines of a local/URI/.gz file; bytes that are not UTF-8 (and damage) become rejects, never U+FFFD
+    inside a training pair."""
+    for n, text, reason in decoded_lines(path):
+        if reason is None:
+            yield n, text
+        else:
+            rejects.append({"source": path, "line": n, "reason": reason, "raw": ""})
 
 
 def dedup(pairs: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:

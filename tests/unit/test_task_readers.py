@@ -1,0 +1,48 @@
+"""The classify and translate readers set damaged input aside like prepare's: a damaged .gz, a deeply
+nested or lone-surrogate JSON record, bytes that are not UTF-8 become counted rejects; what came before
+the damage is kept; nothing crashes and nothing is replaced with U+FFFD."""
+
+import gzip
+import json
+
+from lmstack.tasks.classify.config import ClassifyConfig
+from lmstack.tasks.classify.records import read_records
+from lmstack.tasks.translate.data import read_pairs
+
+
+def _jsonl(n):
+    return b"".join(json.dumps({"id": f"r{i}", "text": f"text {i}", "label": "ab"[i % 2]}).encode() + b"\n"
+                    for i in range(n))
+
+
+def test_classify_truncated_gzip_keeps_the_records_before_the_cut(tmp_path):
+    data = gzip.compress(_jsonl(4000), mtime=0)
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    out = read_records([str(tmp_path / "cut.jsonl.gz")], ClassifyConfig())
+    assert len(out.examples) > 1000
+    assert [e["id"] for e in out.examples] == [f"r{i}" for i in range(len(out.examples))]
+    assert [r["reason"].split(" after")[0] for r in out.rejects] == ["damaged gzip"]
+
+
+def test_classify_nasty_json_lines_are_rejects(tmp_path):
+    raw = (_jsonl(2) + b"[" * 50_000 + b"]" * 50_000 + b"\n"
+           + b'{"id": "s", "text": "lone \\ud800", "label": "a"}\n'
+           + b'{"id": "\\udc00", "text": "fine text", "label": "b"}\n'
+           + b'{"text": "bad \xff byte", "label": "a"}\n' + b'{"text": "ok", "label": "a", "n": ' + b"9" * 5000 + b"}\n")
+    (tmp_path / "x.jsonl").write_bytes(raw)
+    out = read_records([str(tmp_path / "x.jsonl")], ClassifyConfig())
+    assert [e["text"] for e in out.examples] == ["text 0", "text 1", "fine text"]
+    assert out.examples[-1]["id"] == "x.jsonl#4"  # an id that cannot be encoded is replaced, not hashed
+    reasons = [r["reason"] for r in out.rejects]
+    assert reasons[0] == "malformed JSON: nested too deeply"
+    assert reasons[1] == "missing text field text"
+    assert reasons[2].startswith("not UTF-8") and reasons[3].startswith("malformed JSON")
+    json.dumps(out.rejects).encode("utf-8")  # rejects are writable
+
+
+def test_translate_pairs_set_undecodable_lines_aside(tmp_path):
+    raw = "Hi.\t嗨。\tCC\n".encode() + b"Bad \xff.\t\xe4\xbd\n" + "Run.\t跑。\tCC\n".encode()
+    (tmp_path / "cmn.txt.gz").write_bytes(gzip.compress(raw))
+    pairs, rejects = read_pairs(str(tmp_path / "cmn.txt.gz"))
+    assert [(p["en"], p["zh"], p["line"]) for p in pairs] == [("Hi.", "嗨。", 1), ("Run.", "跑。", 3)]
+    assert [(r["line"], r["reason"].split(" at ")[0]) for r in rejects] == [(2, "undecodable bytes (not UTF-8)")]
