@@ -190,8 +190,11 @@ def fingerprint(obj: Any) -> str:
 
 
 def publish_dir(staged: str, dest: str) -> None:
-    """Move a fully written local directory to `dest`, replacing what was there. The old directory is
-    set aside (not deleted) until the new one is in place, so a crash never leaves neither."""
+    """Move a fully written local directory to `dest`, replacing what was there, in one atomic step:
+    the new directory is swapped with the old one by renameat2(RENAME_EXCHANGE) (Linux), so a reader, or
+    a process killed at any instant, sees either the whole old directory or the whole new one. Where the
+    exchange is unavailable (other OSes, some filesystems) the old one is renamed aside first (a crash
+    between the two renames leaves it beside `dest` as .replaced-*, never deleted)."""
     import shutil
 
     parent = os.path.dirname(os.path.abspath(dest))
@@ -199,15 +202,60 @@ def publish_dir(staged: str, dest: str) -> None:
     incoming = tempfile.mkdtemp(prefix=".incoming-", dir=parent)
     os.rmdir(incoming)
     shutil.move(staged, incoming)  # same filesystem as dest from here on: the renames below are atomic
-    old = None
-    if os.path.lexists(dest):
-        old = tempfile.mkdtemp(prefix=".replaced-", dir=parent)
-        os.rmdir(old)
+    _fsync_tree(incoming)
+    prefix = f".replaced-{os.path.basename(dest)}-"
+    old = tempfile.mkdtemp(prefix=prefix, dir=parent)
+    os.rmdir(old)
+    if not os.path.lexists(dest):
+        os.replace(incoming, dest)
+    elif _exchange(incoming, dest):
+        os.replace(incoming, old)  # `incoming` now names the old directory
+    else:
         os.replace(dest, old)
-    os.replace(incoming, dest)
+        os.replace(incoming, dest)
     _fsync_dir(parent)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    # A loader that resolved the old directory may still be opening its files: it is deleted only once a
+    # grace period has passed since it was replaced (ctime: the rename), never under a reader's feet.
+    for name in os.listdir(parent):
+        path = os.path.join(parent, name)
+        with contextlib.suppress(OSError):
+            if name.startswith(prefix) and path != old and time.time() - os.stat(path).st_ctime > _REPLACED_GRACE_S:
+                shutil.rmtree(path, ignore_errors=True)
+
+
+_REPLACED_GRACE_S = 600
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swap two paths (Linux renameat2 RENAME_EXCHANGE); False where not supported."""
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    return False  # EINVAL/ENOSYS (filesystem or kernel without it): the caller falls back
+
+
+def _fsync_tree(root: str) -> None:
+    """Flush a staged directory's files before it is published, so a power loss after the rename does not
+    publish empty files."""
+    for base, _, names in os.walk(root):
+        for name in names:
+            with contextlib.suppress(OSError):
+                fd = os.open(os.path.join(base, name), os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+        _fsync_dir(base)
 
 
 def _fsync_dir(path: str) -> None:

@@ -144,8 +144,7 @@ def run_sklearn(recipe: Recipe, info: dict[str, Any], log=print) -> dict[str, An
     cm = confusion(y_va, pred, len(labels))
     metrics = flat_metrics(cm)
     runtime.write_json(os.path.join(staged, "lmstack_model.json"), _lineage(recipe, info, metrics))
-    shutil.rmtree(model_dir, ignore_errors=True)
-    os.replace(staged, model_dir)
+    runtime.publish_dir(staged, model_dir)  # one atomic step: a crash never leaves no model
     runtime.write_json(runtime.join(run_dir, "evaluate", "metrics.json"), report(cm, labels))
     figures = {**metrics, "strategy": ft.strategy, "classifier": ft.classifier, "from_model": ft.from_model,
                "trainable_params": head_params, "total_params": total + head_params, "servable": servable,
