@@ -1,13 +1,15 @@
-"""Load on /v1/completions or /v1/classify over localhost: lmstack on Ray Serve with dynamic
-batching, the same without batching, and a plain FastAPI + transformers app (uvicorn, in a
-subprocess) doing the same work (same model, same greedy completion or same classification), from
-one run. Prints throughput and p50/p99 latency per variant, and the ratios.
+"""Load on a serving endpoint over localhost: lmstack on Ray Serve with dynamic batching, the same
+without batching, and a plain FastAPI app (uvicorn, in a subprocess) doing the same work with the same
+model, from one run. Prints throughput and p50/p99 latency per variant, the ratios, and as its last line
+one JSON object with each variant's req/s and p99 (batched vs unbatched first).
 
-    .venv/bin/python benchmarks/serve_load.py [--endpoint completions|classify] [--model DIR]
-        [--concurrency 32] [--duration 20]
+    .venv/bin/python benchmarks/serve_load.py [--endpoint completions|classify|recommend|transcribe]
+        [--model DIR] [--concurrency 32] [--duration 20]
 
-Without --model it builds a small random GPT-2 (char tokenizer, safetensors) in a temp directory:
-a causal LM for completions, a sequence classifier (3 labels) for classify.
+Without --model it builds a small random model in a temp directory: a GPT-2 (char tokenizer,
+safetensors) causal LM for completions, a 3-label sequence classifier for classify, a SASRec over
+20,000 items for recommend (8-item histories, top 10; serve_load_recommend.py), a transformer CTC model
+for transcribe (multipart WAV uploads; serve_load_transcribe.py).
 """
 
 from __future__ import annotations
@@ -179,29 +181,29 @@ def wait_ready(url: str, body: dict, timeout: float = 120) -> None:
     raise TimeoutError(url)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--endpoint", choices=sorted(ENDPOINTS), default="completions")
-    ap.add_argument("--model", help="exported model directory (default: a small random GPT-2)")
-    ap.add_argument("--concurrency", type=int, default=32)
-    ap.add_argument("--duration", type=float, default=20.0, help="seconds of load per variant")
-    ap.add_argument("--max-tokens", type=int, default=64)
-    ap.add_argument("--max-batch-size", type=int, default=32)
-    ap.add_argument("--batch-wait-ms", type=float, default=50.0, help="@serve.batch wait for a fuller batch")
-    ap.add_argument("--n-layer", type=int, default=6)
-    ap.add_argument("--n-embd", type=int, default=256)
-    ap.add_argument("--json", help="also write the figures here")
-    args = ap.parse_args()
+# Per endpoint: the @serve.batch wait and batch size it is measured with unless given.
+DEFAULTS = {"completions": (50.0, 32), "classify": (50.0, 32), "recommend": (10.0, 32), "transcribe": (50.0, 16)}
 
+
+def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
+    """completions, classify or recommend: batched vs unbatched Serve vs plain FastAPI; prints the table
+    and returns the figures (transcribe has its own, multipart, run in serve_load_transcribe.py)."""
     from ray import serve
 
     from lmstack import runtime
     from lmstack.serve.app import deploy
 
     tmp = tempfile.mkdtemp(prefix="serve_load_")
-    endpoint = ENDPOINTS[args.endpoint]
-    body = request_body(args.endpoint, args.max_tokens)
-    model = args.model or make_model(os.path.join(tmp, "model"), args.n_layer, args.n_embd, args.endpoint)
+    if args.endpoint == "recommend":
+        import serve_load_recommend as rec
+
+        endpoint, body = rec.ENDPOINT, rec.request_body()
+        model = args.model or rec.make_model(os.path.join(tmp, "model"))
+        work = f"{len(rec.HISTORY)}-item histories, top 10"
+    else:
+        endpoint, body = ENDPOINTS[args.endpoint], request_body(args.endpoint, args.max_tokens)
+        model = args.model or make_model(os.path.join(tmp, "model"), args.n_layer, args.n_embd, args.endpoint)
+        work = f"{args.max_tokens} tokens/request" if args.endpoint == "completions" else f"{len(TEXT)}-char texts"
     runtime.connect(num_cpus=2)
     results: dict[str, dict[str, float]] = {}
     port = free_port()
@@ -238,7 +240,6 @@ def main() -> None:
         proc.wait(30)
 
     b, u, p = results["serve_batched"], results["serve_unbatched"], results["plain_fastapi"]
-    work = f"{args.max_tokens} tokens/request" if args.endpoint == "completions" else f"{len(TEXT)}-char texts"
     print(f"\n{endpoint['path']}: concurrency {args.concurrency}, {work}, {args.duration:.0f} s per variant")
     print(f"{'variant':<16}{'req/s':>8}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, r in results.items():
@@ -247,9 +248,54 @@ def main() -> None:
           f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"batched / unbatched throughput: {b['rps'] / u['rps']:.2f}x  (p99 {b['p99_ms'] / u['p99_ms']:.2f}x)")
     print(f"batched / plain FastAPI throughput: {b['rps'] / p['rps']:.2f}x  (p99 {b['p99_ms'] / p['p99_ms']:.2f}x)")
+    return results
+
+
+def summary(endpoint: str, results: dict[str, dict[str, float]], args: argparse.Namespace) -> dict:
+    """The last line: each variant's req/s and p99, and batched over unbatched."""
+    b, u = results["serve_batched"], results["serve_unbatched"]
+    out: dict = {"endpoint": endpoint, "concurrency": args.concurrency, "duration_s": args.duration,
+                 "max_batch_size": args.max_batch_size, "batch_wait_ms": args.batch_wait_ms,
+                 "load_average": round(os.getloadavg()[0], 1)}
+    for name, r in results.items():
+        out[name] = {k: round(r[k], 1) for k in ("rps", "p50_ms", "p99_ms", "errors", "mean_batch") if k in r}
+    out["batched_over_unbatched_rps"] = round(b["rps"] / u["rps"], 2) if u["rps"] else None
+    out["batched_over_unbatched_p99"] = round(b["p99_ms"] / u["p99_ms"], 2) if u["p99_ms"] else None
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--endpoint", choices=sorted(DEFAULTS), default="completions")
+    ap.add_argument("--model", help="exported model directory (default: a small random one)")
+    ap.add_argument("--audio", help="transcribe: the WAV every request uploads (default: an FSDD file or a tone)")
+    ap.add_argument("--concurrency", type=int, default=32)
+    ap.add_argument("--duration", type=float, default=20.0, help="seconds of load per variant")
+    ap.add_argument("--max-tokens", type=int, default=64)
+    ap.add_argument("--max-batch-size", type=int, help="default: 16 for transcribe, else 32")
+    ap.add_argument("--batch-wait-ms", type=float,
+                    help="@serve.batch wait for a fuller batch (default: 10 for recommend, else 50)")
+    ap.add_argument("--n-layer", type=int, default=6)
+    ap.add_argument("--n-embd", type=int, default=256)
+    ap.add_argument("--json", help="also write the figures here")
+    args = ap.parse_args(argv)
+    wait_ms, batch = DEFAULTS[args.endpoint]
+    args.batch_wait_ms = wait_ms if args.batch_wait_ms is None else args.batch_wait_ms
+    args.max_batch_size = batch if args.max_batch_size is None else args.max_batch_size
+
+    # The sibling modules (serve_load_recommend/_transcribe) import from here and from each other by name.
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    if args.endpoint == "transcribe":
+        import serve_load_transcribe
+
+        results = serve_load_transcribe.run(args)
+    else:
+        results = run(args)
+    line = summary(args.endpoint, results, args)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"args": vars(args), "results": results}, f, indent=2)
+            json.dump({"args": vars(args), "results": results, "summary": line}, f, indent=2)
+    print(json.dumps(line))
 
 
 if __name__ == "__main__":
