@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
 from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig, PretrainedConfig
 
 from lmstack.config import ModelConfig
+from lmstack.models.loading import load_pretrained, require_safetensors
 
 
 def causal_lm_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> PretrainedConfig:
@@ -48,9 +47,7 @@ def causal_lm_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: in
 
 
 def load_causal_lm(path: str, **kwargs) -> torch.nn.Module:
-    if not os.path.isdir(path):
-        raise FileNotFoundError(f"model directory {path!r} does not exist")
-    return AutoModelForCausalLM.from_pretrained(path, local_files_only=True, **kwargs)
+    return load_pretrained(AutoModelForCausalLM, path, **kwargs)
 
 
 def build_causal_lm(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> torch.nn.Module:
@@ -61,14 +58,13 @@ def build_causal_lm(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int
 
         if not cfg.path:
             return CompactCausalLM(causal_lm_config(cfg, vocab_size, context, eos_id))
-        if not os.path.isdir(cfg.path):
-            raise FileNotFoundError(f"model directory {cfg.path!r} does not exist")
+        require_safetensors(cfg.path, "model.path")
         model = CompactCausalLM.from_pretrained(cfg.path)
         if model.get_input_embeddings().num_embeddings < vocab_size:
             model.resize_token_embeddings(vocab_size)
         return model
     if cfg.path:
-        model = load_causal_lm(cfg.path)
+        model = load_pretrained(AutoModelForCausalLM, cfg.path, "model.path")
         if model.get_input_embeddings().num_embeddings < vocab_size:
             model.resize_token_embeddings(vocab_size)
         return model

@@ -422,10 +422,10 @@ def _read_weights(path: str) -> Iterator[tuple[str, torch.Tensor]]:
             shards = sorted(set(json.load(f)["weight_map"].values()))
         for shard in shards:
             yield from load_file(os.path.join(path, shard)).items()
-    else:  # pytorch_model.bin and other layouts: let transformers read them
-        from transformers import AutoModelForCausalLM
+    else:  # pytorch_model.bin and other pickle layouts are refused (they can run code when loaded)
+        from lmstack.models.loading import require_safetensors
 
-        yield from AutoModelForCausalLM.from_pretrained(path, local_files_only=True).state_dict().items()
+        require_safetensors(path)
 
 
 def rope_tables(positions: int, head_dim: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:

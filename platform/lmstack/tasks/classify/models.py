@@ -20,6 +20,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification, PreTrai
 
 from lmstack.config import Recipe
 from lmstack.models.factory import causal_lm_config
+from lmstack.models.loading import load_pretrained
 
 _BLOCK = re.compile(r"(?:^|\.)(?:h|layers)\.(\d+)\.")
 _EMBED = ("wte.", "wpe.", "embed_tokens.")
@@ -60,7 +61,7 @@ def sequence_classifier(recipe: Recipe, info: dict[str, Any]) -> PreTrainedModel
         for key in ("resid_pdrop", "embd_pdrop", "attn_pdrop", "attention_dropout"):
             if hasattr(config, key):
                 setattr(config, key, recipe.model.dropout)
-        return AutoModelForSequenceClassification.from_pretrained(src, config=config, local_files_only=True)
+        return load_pretrained(AutoModelForSequenceClassification, src, "finetune.from_model", config=config)
     config = causal_lm_config(recipe.model, info["tokenizer"]["vocab_size"], info["max_length"], info["eos_id"])
     _label_config(config, info)
     return AutoModelForSequenceClassification.from_config(config)

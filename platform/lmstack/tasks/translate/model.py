@@ -14,7 +14,9 @@ def build_seq2seq(cfg: ModelConfig, info: dict[str, Any]) -> torch.nn.Module:
     from transformers import MarianConfig, MarianMTModel
 
     if cfg.path:
-        return MarianMTModel.from_pretrained(cfg.path, local_files_only=True)
+        from lmstack.models.loading import load_pretrained
+
+        return load_pretrained(MarianMTModel, cfg.path, "model.path")
     config = MarianConfig(
         vocab_size=info["tokenizer"]["vocab_size"],
         d_model=cfg.n_embd,
