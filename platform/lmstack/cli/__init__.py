@@ -13,9 +13,10 @@ import sys
 
 from lmstack.config import RecipeError
 from lmstack.data.read import DataSourceError
+from lmstack.models.loading import UnsafeModelError
 
 VERB_GROUPS = ["core", "tuning", "cluster", "serving", "tasks", "compression", "transfer", "data", "tracking"]
-USER_ERRORS = (RecipeError, DataSourceError, FileNotFoundError)
+USER_ERRORS = (RecipeError, DataSourceError, FileNotFoundError, UnsafeModelError)
 TASK_OPTION_VERBS = ("predict", "evaluate")
 
 

@@ -3,17 +3,33 @@ settings (the task's prepare_hash), else reuse it."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from lmstack import runtime
 from lmstack.artifacts import data_manifest_path, read_data_manifest
 from lmstack.config import Recipe
 from lmstack.data.read import list_files
+from lmstack.models.loading import require_safetensors
 from lmstack.tasks.spec import TaskSpec
+
+
+def check_model_paths(recipe: Recipe) -> None:
+    """Every model directory the recipe names exists and holds safetensors weights: a typo is one line
+    naming the key before any data is read or any cluster starts, not a worker's traceback."""
+    named = [("model.path", recipe.model.path), ("finetune.from_model", recipe.finetune.from_model),
+             ("distill.teacher", recipe.distill.teacher if recipe.distill is not None else None)]
+    for key, path in named:
+        if path and not runtime.is_uri(path):
+            require_safetensors(path, key)
+    tok = recipe.tokenizer
+    if tok.kind == "pretrained" and tok.path and not runtime.is_uri(tok.path) and not os.path.isdir(tok.path):
+        raise FileNotFoundError(f"tokenizer.path {tok.path!r} does not exist")
 
 
 def ensure_prepared(recipe: Recipe, spec: TaskSpec, log=print) -> dict[str, Any]:
     """The prepared data's manifest, preparing it first when needed."""
+    check_model_paths(recipe)
     info = read_data_manifest(recipe)
     if info is not None and info.get("prepare_hash") == spec.prepare_hash(recipe):
         return info
