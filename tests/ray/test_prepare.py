@@ -1,4 +1,5 @@
 import json
+import os
 
 import pyarrow.parquet as pq
 import pytest
@@ -21,22 +22,34 @@ def test_prepare_end_to_end_accounts_for_every_document(tmp_path):
         f.write('{"text": "tiny"}\n')
     dup = (data / "txt" / "0.txt").read_text()
     (data / "txt" / "copy.txt").write_text(dup)
+    # A stray JSON file whose records are all rejected: empty blocks without a schema then meet near
+    # dedup's band shuffle (it crashed prepare with "Schema at index 1 was different").
+    (data / "stray.json").write_text('{"name": "config"}\n{"debug": true}\n')
     recipe = tiny_recipe(tmp_path, data)
     recipe.data.clean.min_chars = 20
+    recipe.data.dedup.near = True
     m = get_spec("lm").prepare(recipe, log=lambda *_: None)
     docs = m["documents"]
-    assert docs["read"] == 60 + 3 + 6
-    assert docs["rejected"] == 2
-    assert docs["rejected_by_reason"] == {"malformed JSON": 1, "field 'text' missing from record": 1}
+    assert docs["read"] == 60 + 3 + 6 + 2
+    assert docs["rejected"] == 4
+    assert docs["rejected_by_reason"] == {"malformed JSON": 1, "field 'text' missing from record": 3}
     assert docs["dropped_by_rule"]["too_short"] == 1
     assert docs["duplicates_exact"] == 1
-    assert docs["kept"] == docs["read"] - 2 - 1 - 1
+    assert docs["kept"] == docs["read"] - 4 - 1 - 1 - docs["duplicates_near"]
     assert m["recipe_hash"] == recipe.fingerprint("data", "tokenizer")
+    # Per file, records and bytes: read = kept + rejected + dropped + duplicates; bytes are the file's.
+    files = m["files"]
+    assert set(files) == {str(p) for p in data.rglob("*") if p.is_file()}
+    for name, f in files.items():
+        assert f["read"]["bytes"] == os.path.getsize(name)
+        for unit in ("records", "bytes"):
+            assert f["read"][unit] == sum(f[k][unit] for k in ("kept", "rejected", "dropped", "duplicates"))
+    assert files[str(data / "stray.json")]["rejected"]["records"] == 2
+    assert sum(f["duplicates"]["records"] for f in files.values()) == 1 + docs["duplicates_near"]
 
     out = tmp_path / "run" / "data"
     rejects = [json.loads(line) for f in sorted((out / "rejects").glob("*.json")) for line in f.open()]
-    assert sorted(r["line"] for r in rejects) == [61, 62]
-    assert all(r["source"].endswith("docs.jsonl") for r in rejects)
+    assert sorted(r["line"] for r in rejects) == [1, 2, 61, 62]
 
     train, val = blocks(out / "train"), blocks(out / "val")
     assert len(train) == m["blocks"]["train"] > 0 and len(val) == m["blocks"]["val"] > 0
@@ -57,3 +70,4 @@ def test_shakespeare_char_data_matches_nanogpt_split(tmp_path, shared_data):
     # 1,115,394 characters, split 90/10 at character level as nanoGPT does (+1 EOS per part).
     assert m["tokens"]["train"] + m["tokens"]["val"] == 1_115_394 + 2
     assert abs(m["tokens"]["val"] - 111_540) <= 2
+

@@ -13,6 +13,7 @@ import re
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 
 from lmstack.config import DedupConfig
 
@@ -59,40 +60,56 @@ def exact_duplicate_ids(ds) -> set[int]:
     """Ids of documents whose text equals that of a document with a smaller id."""
 
     def hashes(batch: dict[str, Any]) -> dict[str, Any]:
-        return {"h": [content_hash(t) for t in batch["text"]], "doc_id": batch["doc_id"]}
+        return pa.table({"h": pa.array([content_hash(t) for t in batch["text"]], pa.string()),
+                         "doc_id": pa.array(np.asarray(batch["doc_id"], dtype=np.int64), pa.int64())})
 
     def later_copies(group: dict[str, Any]) -> dict[str, Any]:
         ids = np.sort(np.asarray(group["doc_id"], dtype=np.int64))
         return {"doc_id": ids[1:]}
 
-    dups = ds.map_batches(hashes).groupby("h").map_groups(later_copies, batch_format="numpy")
+    dups = ds.select_columns(["doc_id", "text"]).map_batches(hashes, batch_format="numpy").groupby("h").map_groups(later_copies, batch_format="numpy")
     return {int(i) for batch in dups.iter_batches(batch_size=65536) for i in batch["doc_id"]}
+
+
+def band_rows(batch: dict[str, Any], cfg: DedupConfig) -> pa.Table:
+    """One row per (document, LSH band). Typed explicitly: an empty batch (a file whose records were all
+    rejected) must give the same schema as a full one, or the band shuffle refuses to concatenate them."""
+    rows = cfg.num_perm // cfg.bands
+    keys, ids, sigs = [], [], []
+    for text, did in zip(batch["text"], batch["doc_id"], strict=True):
+        sig = minhash(text, cfg.num_perm, cfg.shingle)
+        for band in range(cfg.bands):
+            chunk = sig[band * rows : (band + 1) * rows]
+            keys.append(f"{band}:{hashlib.blake2b(chunk.tobytes(), digest_size=8).hexdigest()}")
+            ids.append(did)
+            sigs.append(sig)
+    flat = pa.array(np.asarray(sigs, dtype=np.uint32).reshape(-1), pa.uint32())
+    return pa.table({
+        "band": pa.array(keys, pa.string()),
+        "doc_id": pa.array(np.asarray(ids, dtype=np.int64), pa.int64()),
+        "sig": pa.FixedSizeListArray.from_arrays(flat, cfg.num_perm),
+    })
+
+
+def bucket_dups(group: dict[str, Any], threshold: float) -> dict[str, Any]:
+    """Ids in one LSH bucket that are near-duplicates of the bucket's smallest id."""
+    ids = np.asarray(group["doc_id"], dtype=np.int64)
+    if len(ids) == 0:
+        return {"doc_id": np.zeros(0, dtype=np.int64)}
+    order = np.argsort(ids)
+    ids, sigs = ids[order], np.stack(list(group["sig"]))[order]
+    dup = [
+        int(ids[i])
+        for i in range(1, len(ids))
+        if ids[i] != ids[0] and estimated_jaccard(sigs[0], sigs[i]) >= threshold
+    ]
+    return {"doc_id": np.asarray(dup, dtype=np.int64)}
 
 
 def near_duplicate_ids(ds, cfg: DedupConfig) -> set[int]:
     """Ids of documents that are near-duplicates (>= cfg.threshold) of a smaller-id document."""
-    rows = cfg.num_perm // cfg.bands
-
-    def band_rows(batch: dict[str, Any]) -> dict[str, Any]:
-        keys, ids, sigs = [], [], []
-        for text, did in zip(batch["text"], batch["doc_id"], strict=True):
-            sig = minhash(text, cfg.num_perm, cfg.shingle)
-            for band in range(cfg.bands):
-                chunk = sig[band * rows : (band + 1) * rows]
-                keys.append(f"{band}:{hashlib.blake2b(chunk.tobytes(), digest_size=8).hexdigest()}")
-                ids.append(did)
-                sigs.append(sig)
-        return {"band": keys, "doc_id": np.asarray(ids, dtype=np.int64), "sig": np.asarray(sigs)}
-
-    def bucket_dups(group: dict[str, Any]) -> dict[str, Any]:
-        order = np.argsort(group["doc_id"])
-        ids, sigs = group["doc_id"][order], group["sig"][order]
-        dup = [
-            int(ids[i])
-            for i in range(1, len(ids))
-            if ids[i] != ids[0] and estimated_jaccard(sigs[0], sigs[i]) >= cfg.threshold
-        ]
-        return {"doc_id": np.asarray(dup, dtype=np.int64)}
-
-    dups = ds.map_batches(band_rows).groupby("band").map_groups(bucket_dups, batch_format="numpy")
+    bands = ds.select_columns(["doc_id", "text"]).map_batches(band_rows, fn_kwargs={"cfg": cfg},
+                                                              batch_format="numpy")
+    dups = bands.groupby("band").map_groups(bucket_dups, fn_kwargs={"threshold": cfg.threshold},
+                                            batch_format="numpy")
     return {int(i) for batch in dups.iter_batches(batch_size=65536) for i in batch["doc_id"]}

@@ -16,21 +16,13 @@ from lmstack.config import Recipe
 from lmstack.data.clean import RULES, clean_batch
 from lmstack.data.dedup import exact_duplicate_ids, near_duplicate_ids
 from lmstack.data.pack import TokenizePack
-from lmstack.data.read import DataSourceError, read_documents
+from lmstack.data.read import AccountingError, DataSourceError, read_documents
 from lmstack.data.tokenizer import build_tokenizer
 
 # Row filters here are cheap lambdas on materialized data; Ray suggests expressions instead.
 warnings.filterwarnings("ignore", message="Use 'expr' instead of 'fn'")
 
 _STAT_KEYS = [f"{s}_{k}" for s in ("train", "val") for k in ("tokens", "bytes", "leftover")]
-
-
-def _counts(ds, column: str) -> Counter:
-    """Value counts of a column, computed by Ray Data (only the small table reaches the driver)."""
-    counts: Counter = Counter()
-    for row in ds.groupby(column).count().iter_rows():
-        counts[row[column]] += row["count()"]
-    return counts
 
 
 def _sample_texts(ds, max_bytes: int):
@@ -68,7 +60,10 @@ def prepare(recipe: Recipe, log=print, prepare_hash: str | None = None) -> dict[
         .map_batches(clean_batch, fn_kwargs={"cfg": cfg.clean}, batch_format="numpy")
         .materialize()
     )
-    status = _counts(docs, "status")
+    by_file_status = _by(docs, ["source", "status"])
+    status: Counter = Counter()
+    for (_, st), (n, _) in by_file_status.items():
+        status[st] += n
     n_read = sum(status.values())
     reject_kinds = {k.split(":", 1)[1]: n for k, n in status.items() if k.startswith("reject:")}
     dropped = {k.split(":", 1)[1]: n for k, n in status.items() if k.startswith("drop:")}
@@ -76,7 +71,8 @@ def prepare(recipe: Recipe, log=print, prepare_hash: str | None = None) -> dict[
     if n_rejected:
         rejects = docs.filter(lambda r: r["status"].startswith("reject:"))
         rejects.select_columns(["source", "line", "reject", "nbytes", "raw"]).write_json(runtime.join(out, "rejects"))
-    kept = docs.filter(lambda r: r["status"] == "ok").select_columns(["doc_id", "text"]).materialize()
+    kept = docs.filter(lambda r: r["status"] == "ok").select_columns(["doc_id", "text", "source", "nbytes"])
+    kept = kept.materialize()
     n_clean = status.get("ok", 0)
     log(f"read {n_read} documents: {n_rejected} set aside in rejects/ ({reject_kinds}), "
         f"{sum(dropped.values())} dropped by cleaning rules ({dropped}), {n_clean} clean")
@@ -88,6 +84,9 @@ def prepare(recipe: Recipe, log=print, prepare_hash: str | None = None) -> dict[
     if near_ids:
         kept = kept.filter(lambda r: r["doc_id"] not in near_ids).materialize()
     n_kept = n_clean - len(exact_ids) - len(near_ids)
+    dup_ids = exact_ids | near_ids
+    files = _file_accounts(by_file_status, _by(kept, ["source"]) if n_kept else {},
+                           _by(docs.filter(lambda r: r["doc_id"] in dup_ids), ["source"]) if dup_ids else {})
     log(f"dedup removed {len(exact_ids)} exact and {len(near_ids)} near duplicates; {n_kept} kept")
     if n_kept == 0:
         raise DataSourceError(f"data.paths: no document survived reading and cleaning (see {out}/manifest.json)")
@@ -130,6 +129,9 @@ def prepare(recipe: Recipe, log=print, prepare_hash: str | None = None) -> dict[
             "duplicates_near": len(near_ids),
             "kept": n_kept,
         },
+        # Per source file: read = kept + rejected + dropped + duplicates, in records and in bytes (as read:
+        # decompressed, every column of a table, the part past max_bytes_per_file under `rejected`).
+        "files": files,
         "tokenizer": {"kind": recipe.tokenizer.kind, "dir": tok_dir, "vocab_size": len(tokenizer)},
         "eos_id": tokenizer.eos_token_id,
         "block_size": cfg.block_size,
@@ -147,6 +149,41 @@ def prepare(recipe: Recipe, log=print, prepare_hash: str | None = None) -> dict[
         f"{manifest['blocks']['train']:,} / {manifest['blocks']['val']:,} blocks of {cfg.block_size}"
     )
     return manifest
+
+
+def _by(ds, keys: list[str]) -> dict[tuple, tuple[int, int]]:
+    """{key values: (records, bytes)} computed by Ray Data; only the small table reaches the driver."""
+    from ray.data.aggregate import Count, Sum
+
+    out: dict[tuple, tuple[int, int]] = {}
+    for row in ds.groupby(keys).aggregate(Count(), Sum("nbytes")).iter_rows():
+        out[tuple(row[k] for k in keys) if len(keys) > 1 else row[keys[0]]] = (
+            int(row["count()"]), int(row["sum(nbytes)"] or 0))
+    return out
+
+
+def _file_accounts(by_file_status: dict, kept: dict, dups: dict) -> dict[str, dict[str, dict[str, int]]]:
+    """Every file's records and bytes by fate. `kept` (the rows that reach the tokenizer) and `dups` (the
+    rows dedup removed) are counted on their own datasets, so a row lost or doubled between stages breaks
+    the sum: that is a bug, and prepare stops rather than write a manifest that does not add up."""
+    files: dict[str, dict[str, dict[str, int]]] = {}
+    zero = {"records": 0, "bytes": 0}
+    for (source, st), (n, b) in sorted(by_file_status.items()):
+        f = files.setdefault(source, {k: dict(zero) for k in ("read", "kept", "rejected", "dropped", "duplicates")})
+        part = "rejected" if st.startswith("reject:") else "dropped" if st.startswith("drop:") else None
+        for key in ("read", part):
+            if key:
+                f[key]["records"] += n
+                f[key]["bytes"] += b
+    for part, counts in (("kept", kept), ("duplicates", dups)):
+        for source, (n, b) in counts.items():
+            files[source][part] = {"records": n, "bytes": b}
+    for source, f in files.items():
+        for unit in ("records", "bytes"):
+            parts = sum(f[k][unit] for k in ("kept", "rejected", "dropped", "duplicates"))
+            if parts != f["read"][unit]:
+                raise AccountingError(f"{source}: {f['read'][unit]} {unit} read but {parts} accounted for ({f})")
+    return files
 
 
 def _sums(ds) -> list[float]:
