@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 
 class RecipeError(ValueError):
@@ -166,6 +174,9 @@ class TrainConfig(Section):
     compile: bool = False  # torch.compile the model (the first steps pay the compilation)
     activation_checkpointing: bool = False  # recompute each block's activations in backward: memory for time
     strategy: Literal["ddp", "fsdp"] = "ddp"  # fsdp: parameters, gradients and optimizer state sharded (FSDP2)
+    # Run the loop in the calling process instead of a Ray Train worker group (one worker; data still read
+    # through Ray Data): for notebooks, debuggers and tests whose subject is the task, not Ray Train.
+    in_process: bool = False
 
     @model_validator(mode="after")
     def _lr_order(self) -> TrainConfig:
@@ -287,6 +298,32 @@ class FinetuneConfig(Section):
         return self
 
 
+TRACKING_SCHEMES = ("file", "sqlite", "http", "https", "postgresql", "mysql", "databricks")
+
+
+class TrackingConfig(Section):
+    """MLflow tracking of train, finetune, distill, tune and evaluate runs (`tracking: false` turns it off)."""
+
+    enabled: bool = True
+    """Log runs to MLflow; `tracking: false` in a recipe is short for `tracking: {enabled: false}`."""
+    uri: str | None = None
+    """The tracking store: a local directory, file://, sqlite:///, http(s):// (a team server) or databricks.
+    Default: MLFLOW_TRACKING_URI, else <runs root>/mlruns (the directory above the run directory)."""
+    experiment: str | None = None
+    """The MLflow experiment runs go to. Default: the recipe's name."""
+    log_model: bool = True
+    """Upload the exported model directory as the run's `model` artifact (what `lmstack models register`
+    points a model version at); off for very large models on a remote store."""
+
+    @field_validator("uri")
+    @classmethod
+    def _known_scheme(cls, uri: str | None) -> str | None:
+        if uri and "://" in uri and uri.split("://", 1)[0].split("+", 1)[0] not in TRACKING_SCHEMES:
+            raise ValueError(f"unknown tracking store scheme in {uri!r}; use a directory or one of "
+                             f"{', '.join(TRACKING_SCHEMES)}")
+        return uri
+
+
 @dataclass(frozen=True)
 class TaskSection:
     """What a task adds to the recipe: its own section (a pydantic model) and cross-section checks.
@@ -336,6 +373,12 @@ class Recipe(Section):
     tune: TuneConfig | None = None
     finetune: FinetuneConfig = FinetuneConfig()
     distill: DistillConfig | None = None
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("tracking", mode="before")
+    @classmethod
+    def _tracking_switch(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value
 
     @model_validator(mode="before")
     @classmethod
@@ -408,6 +451,7 @@ class Recipe(Section):
     def fingerprint(self, *sections: str) -> str:
         """A stable hash of the named sections (all of them when none are named)."""
         dumped = self.model_dump(mode="json")
+        dumped.pop("tracking", None)  # where a run is recorded does not change what it computes
         if sections:
             dumped = {k: dumped.get(k) for k in sections}
         blob = json.dumps(dumped, sort_keys=True).encode()
@@ -415,7 +459,7 @@ class Recipe(Section):
 
 
 # Data and tokenizer are prepared once for a whole search; a trial cannot change them.
-FROZEN_SECTIONS = {"name", "task", "run_dir", "data", "tokenizer", "tune"}
+FROZEN_SECTIONS = {"name", "task", "run_dir", "data", "tokenizer", "tune", "tracking"}
 
 
 def _model_of(annotation: Any) -> type[BaseModel] | None:

@@ -15,29 +15,42 @@ def cmd_serve(args: argparse.Namespace) -> None:
     from ray import serve
 
     from lmstack.api.settings import ServeSettings, default_name
-    from lmstack.serve.app import APP_NAME, deploy
+    from lmstack.serve.app import APP_NAME, InsecureBindError, check_bind, deploy
 
     names = args.name or []
     if len(names) > len(args.models):
         raise SystemExit("lmstack serve: error: more --name than model directories")
     models = []
     for i, path in enumerate(args.models):
-        models.append({"name": names[i] if i < len(names) else default_name(path), "path": path,
-                       "num_cpus": args.num_cpus, "num_gpus": args.num_gpus,
+        name, version = names[i] if i < len(names) else None, None
+        if path.startswith("models:/"):  # a registry reference: its alias or version picks the directory
+            from lmstack.tracking.mlflow_log import store_uri
+            from lmstack.tracking.registry import resolve
+
+            path, registered, version = resolve(path, args.tracking_uri and store_uri(args.tracking_uri))
+            name = name or registered
+        models.append({"name": name or default_name(path), "path": path,
+                       **({"version": version} if version else {}), "num_cpus": args.num_cpus, "num_gpus": args.num_gpus,
                        "batching": {"enabled": args.max_batch_size > 1, "max_batch_size": args.max_batch_size,
                                     "batch_wait_timeout_s": args.batch_wait_timeout_s}})
     try:
         settings = ServeSettings.model_validate({"models": models, "api_key": args.api_key,
-                                                 "feedback_dir": args.feedback_dir})
+                                                 "feedback_dir": args.feedback_dir, "http_host": args.host,
+                                                 "insecure": args.insecure})
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
         raise SystemExit(f"lmstack serve: error: {where}: {first['msg']}") from None
+    try:
+        routes = check_bind(settings)  # before any cluster starts
+    except InsecureBindError as err:
+        raise SystemExit(f"lmstack serve: error: {err}") from None
     connect(args)
     runtime.connect()
     deploy(settings, port=args.port, host=args.host)
     served = ", ".join(m["name"] for m in models)
-    print(f"serving {served} on http://{args.host}:{args.port}/v1 (OpenAI-compatible); Ctrl-C stops", flush=True)
+    print(f"serving {served} on http://{args.host}:{args.port}/v1 (OpenAI-compatible); {routes}; Ctrl-C stops",
+          flush=True)
     try:
         while True:
             time.sleep(3600)
@@ -54,10 +67,16 @@ def cmd_feedback_export(args: argparse.Namespace) -> None:
 def register(verbs) -> None:
     p = add_verb(verbs, "serve", cmd_serve, "serve exported models over HTTP on Ray Serve (OpenAI-compatible)",
                  recipe=False)
-    p.add_argument("models", nargs="+", metavar="MODEL_DIR", help="exported model directories")
+    p.add_argument("models", nargs="+", metavar="MODEL_DIR",
+                   help="exported model directories, or registry references models:/NAME@ALIAS, models:/NAME/VERSION")
+    p.add_argument("--tracking-uri", help="registry store for models:/ references (default: MLFLOW_TRACKING_URI, "
+                   "else runs/mlruns)")
     p.add_argument("--name", action="append", help="model name, once per MODEL_DIR in order (default: run name)")
     p.add_argument("--port", type=int, default=8000)
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address; one other machines reach needs an API key, or --insecure")
+    p.add_argument("--insecure", action="store_true",
+                   help="serve with no API key on a non-loopback --host (every route open to the network)")
     p.add_argument("--api-key", help="require 'Authorization: Bearer KEY' (default: LMSTACK_API_KEY, else none)")
     p.add_argument("--feedback-dir", default="runs/serve", help="where feedback.sqlite lives")
     p.add_argument("--max-batch-size", type=int, default=8, help="dynamic batch size per replica (1: no batching)")

@@ -77,7 +77,10 @@ def cmd_ui_mlflow(args: argparse.Namespace) -> None:
     mlflow = shutil.which("mlflow", path=os.path.dirname(sys.executable)) or shutil.which("mlflow")
     if mlflow is None:
         raise FileNotFoundError("ui mlflow: the `mlflow` command is not installed (pip install mlflow)")
-    argv = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
+    argv = [mlflow, "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port),
+            "--workers", str(args.workers)]
+    # A viewer of local runs needs no background job runner (MLflow's GenAI jobs: a handful of processes).
+    os.environ.setdefault("MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "false")
     if uri.startswith("sqlite:///"):  # serve the artifacts the runs logged beside the database
         argv += ["--default-artifact-root", "file://" + os.path.join(os.path.dirname(uri.removeprefix(
             "sqlite:///")), "artifacts")]
@@ -138,4 +141,5 @@ def register(verbs) -> None:
     _store_option(p)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=5000)
+    p.add_argument("--workers", type=int, default=1, help="server worker processes")
     p.set_defaults(fn=cmd_ui_mlflow)

@@ -13,6 +13,7 @@ from lmstack import runtime
 from lmstack.artifacts import storage_path
 from lmstack.config import Recipe
 from lmstack.tasks import get_spec
+from lmstack.tracking.finish import finish_evaluate
 from lmstack.train.prepared import ensure_prepared
 
 
@@ -43,4 +44,5 @@ def evaluate(recipe: Recipe, model_dir: str | None = None, run_dir: str | None =
     summary = runtime.write_summary(run_dir, "evaluate", metrics, started)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in metrics.items() if k.startswith("val_") and isinstance(v, float))
     log(f"evaluated {model_dir}: {shown}")
+    finish_evaluate(recipe, run_dir, log=log)
     return summary

@@ -16,6 +16,7 @@ from lmstack.artifacts import storage_path
 from lmstack.config import Recipe, RecipeError
 from lmstack.models import count_params
 from lmstack.tasks import get_spec
+from lmstack.tracking.finish import finish_run
 from lmstack.train.distill_task import load_teacher
 from lmstack.train.trainer import train
 
@@ -30,7 +31,7 @@ def distill(recipe: Recipe, log=print) -> dict[str, Any]:
     recipe.distill.teacher = os.path.abspath(recipe.distill.teacher)
     # train() checks the teacher against the prepared data before any worker starts, and trains
     # through the Distillation spec (lmstack.train.distill_task.spec_for).
-    summary = train(recipe, log=log)
+    summary = train(recipe, log=log, finish=False)
 
     base = get_spec(recipe.task)
     student = load_teacher(base, summary["model_dir"])  # same loader: the export is a plain model
@@ -51,6 +52,7 @@ def distill(recipe: Recipe, log=print) -> dict[str, Any]:
         "checkpoint": summary.get("checkpoint"),
     }
     out = runtime.write_summary(storage_path(recipe), "distill", figures, started)
+    finish_run(recipe, storage_path(recipe), log=log, verb="distill")
     log(f"distilled {recipe.name}: student {total:,} params (teacher {figures['teacher_params']:,}); "
         f"model in {figures['model_dir']}")
     return out

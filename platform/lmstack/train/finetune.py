@@ -17,6 +17,8 @@ from lmstack.config import Recipe
 from lmstack.folds import fold_recipe
 from lmstack.models import count_params
 from lmstack.tasks import get_spec
+from lmstack.tracking.finish import finish_run
+from lmstack.tracking.mlflow_log import recipe_uri
 from lmstack.train.prepared import ensure_prepared
 from lmstack.train.trainer import train
 
@@ -42,16 +44,20 @@ def finetune(recipe: Recipe, log=print) -> dict[str, Any]:
     spec = get_spec(recipe.task)
     info = ensure_prepared(recipe, spec, log=log)
     runtime.connect()
+    run_dir = storage_path(recipe)
     if spec.runs_without_trainer(recipe):
-        return spec.fit_without_trainer(recipe, info, log=log)
+        summary = spec.fit_without_trainer(recipe, info, log=log)
+        finish_run(recipe, run_dir, log=log, verb="finetune")
+        return summary
     started = time.time()
     trainable, total = count_params(spec.build_model(recipe, info))
-    summary = train(recipe, log=log)
-    run_dir = storage_path(recipe)
+    summary = train(recipe, log=log, finish=False)
     figures = {**{k: v for k, v in summary.items() if k not in ("verb", "wall_time_s")},
                "trainable_params": trainable, "total_params": total,
                **spec.exported_figures(recipe, info, summary["model_dir"], run_dir)}
-    return runtime.write_summary(run_dir, "finetune", figures, started)
+    summary = runtime.write_summary(run_dir, "finetune", figures, started)
+    finish_run(recipe, run_dir, log=log, verb="finetune")
+    return summary
 
 
 def kfold(recipe: Recipe, k: int, log=print) -> dict[str, Any]:
@@ -65,11 +71,18 @@ def kfold(recipe: Recipe, k: int, log=print) -> dict[str, Any]:
     metric, mode = spec.select_metric
     run_dir = recipe.resolved_run_dir()
     recipe = recipe.model_copy(update={"data": recipe.data.model_copy(update={"folds": k})})
+    # The folds (run directories below this one) log to this run's store, not one of their own.
+    uri = recipe_uri(recipe, run_dir)
+    if uri is not None:
+        recipe = recipe.model_copy(update={"tracking": recipe.tracking.model_copy(update={"uri": uri})})
     folds = [fold_recipe(recipe, i, spec.folds_share_data, run_dir) for i in range(k)]
     ensure_prepared(folds[0], spec, log=log)  # shared data: every fold reads this; else fold 0's tokenizer
     runtime.connect()
-    # A trainer fold's task only waits on its TorchTrainer, whose workers hold the CPUs.
-    remote = ray.remote(num_cpus=1 if spec.runs_without_trainer(recipe) else 0)(_fold_task)
+    # A trainer fold's task only waits on its TorchTrainer, whose workers hold the CPUs; a fold that fits
+    # in process (no trainer, or train.in_process) holds them itself.
+    cfg = recipe.train
+    fits_here = spec.runs_without_trainer(recipe) or cfg.in_process
+    remote = ray.remote(num_cpus=max(1, cfg.cpus_per_worker) if fits_here else 0)(_fold_task)
     results = ray.get([remote.remote(f.model_dump(mode="json")) for f in folds])
     values = [s[metric] for s in results]
     extra: dict[str, float] = {}
@@ -92,6 +105,7 @@ def kfold(recipe: Recipe, k: int, log=print) -> dict[str, Any]:
     }
     summary = runtime.write_summary(run_dir, "finetune", figures, started)
     log(f"{k}-fold: {metric} {figures[metric]:.4f} ± {figures[f'{metric}_std']:.4f}")
+    finish_run(recipe, run_dir, log=log, verb="finetune")
     return summary
 
 

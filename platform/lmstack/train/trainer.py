@@ -15,8 +15,10 @@ from lmstack import runtime
 from lmstack.artifacts import MODEL_MANIFEST, storage_path
 from lmstack.config import Recipe, RecipeError
 from lmstack.tasks.spec import TaskSpec
+from lmstack.tracking.finish import finish_run
 from lmstack.train.checkpoint import MODEL_DIR
 from lmstack.train.distill_task import spec_for
+from lmstack.train.local import check_in_process, fit_in_process
 from lmstack.train.prepared import ensure_prepared
 from lmstack.train.worker import train_loop_per_worker
 
@@ -117,11 +119,36 @@ def check_metrics(recipe: Recipe, spec: TaskSpec) -> None:
                           f"{list(spec.reported_metrics)}, not {es.metric!r}")
 
 
-def train(recipe: Recipe, log=print) -> dict[str, Any]:
-    """Train (or resume) `recipe`; export the best kept checkpoint; write summary.json."""
+def fit(recipe: Recipe, info: dict[str, Any], spec: TaskSpec, run_dir: str) -> tuple[Any, dict, dict]:
+    """Run the training (Ray Train, or in this process with train.in_process); the best kept checkpoint by
+    the task's metric (a local path, or Ray's Checkpoint, which knows its storage filesystem), its metrics,
+    and the last reported metrics."""
+    metric, mode = spec.select_metric
+    if recipe.train.in_process:
+        local = fit_in_process(recipe, info, run_dir)
+        best = local.best(metric, mode)
+        if best is None:
+            raise RuntimeError(f"training of {recipe.name!r} produced no checkpoint")
+        return best.path, best.metrics, local.metrics or best.metrics
+    result = build_trainer(recipe, info).fit()
+    if result.error:
+        raise result.error
+    checkpoint = result.get_best_checkpoint(metric=metric, mode=mode) or result.checkpoint
+    if checkpoint is None:
+        raise RuntimeError(f"training of {recipe.name!r} produced no checkpoint")
+    metrics = result.metrics or {}
+    best_metrics = next((m for c, m in result.best_checkpoints if c.path == checkpoint.path), metrics)
+    return checkpoint, best_metrics, metrics
+
+
+def train(recipe: Recipe, log=print, finish: bool = True) -> dict[str, Any]:
+    """Train (or resume) `recipe`; export the best kept checkpoint; write summary.json (and, with `finish`,
+    report.html and the MLflow run: finetune and distill finish the run themselves, after their summary)."""
     started = time.time()
     spec = spec_for(recipe)
     check_metrics(recipe, spec)
+    if recipe.train.in_process:
+        check_in_process(recipe)
     info = ensure_prepared(recipe, spec, log=log)
     run_dir = storage_path(recipe)
     # Before check_resumable writes the run dir's resume key: a refused model.path or teacher must not
@@ -132,15 +159,8 @@ def train(recipe: Recipe, log=print) -> dict[str, Any]:
     runtime.makedirs(run_dir)
     check_resumable(recipe, run_dir, spec)
     runtime.connect()
-    result = build_trainer(recipe, info).fit()
-    if result.error:
-        raise result.error
-    metric, mode = spec.select_metric
-    best = result.get_best_checkpoint(metric=metric, mode=mode) or result.checkpoint
-    if best is None:
-        raise RuntimeError(f"training of {recipe.name!r} produced no checkpoint")
-    metrics = result.metrics or {}
-    best_metrics = next((m for c, m in result.best_checkpoints if c.path == best.path), metrics)
+    best, best_metrics, metrics = fit(recipe, info, spec, run_dir)
+    best_path = best if isinstance(best, str) else best.path
     model_dir = runtime.join(run_dir, "model")
     lineage = {
         "task": recipe.task,
@@ -148,19 +168,24 @@ def train(recipe: Recipe, log=print) -> dict[str, Any]:
         "recipe_hash": recipe.fingerprint(),
         "data_manifest": runtime.join(recipe.data_dir(), "manifest.json"),
         "data_recipe_hash": info.get("recipe_hash"),
-        "checkpoint": best.path,
+        "checkpoint": best_path,
         "metrics": best_metrics,
     }
-    with best.as_directory() as path:
-        export_model(path, spec, info, model_dir, lineage)
+    if isinstance(best, str):
+        export_model(best, spec, info, model_dir, lineage)
+    else:
+        with best.as_directory() as path:
+            export_model(path, spec, info, model_dir, lineage)
     figures = {
         **{k: v for k, v in best_metrics.items() if k.startswith("val_")},
         "steps": metrics.get("step"),
         "best_step": best_metrics.get("step"),
         "model_dir": model_dir,
-        "checkpoint": best.path,
+        "checkpoint": best_path,
     }
     summary = runtime.write_summary(run_dir, "train", figures, started)
     shown = ", ".join(f"{k} {v:.4f}" for k, v in figures.items() if k.startswith("val_") and isinstance(v, float))
     log(f"trained {recipe.name}: {shown}; model in {model_dir}")
+    if finish:
+        finish_run(recipe, run_dir, log=log, verb="train")
     return summary

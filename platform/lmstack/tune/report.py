@@ -13,6 +13,7 @@ import yaml
 from lmstack import runtime
 from lmstack.config import Recipe, validate_recipe
 from lmstack.tasks import get_spec
+from lmstack.tracking.finish import finish_search
 from lmstack.tune.space import apply_params
 
 
@@ -200,4 +201,5 @@ def write_results(recipe: Recipe, results, info: dict[str, Any], root: str, star
     }
     summary = runtime.write_summary(root, "tune", figures, started)
     log(f"best {cfg.metric} {best[cfg.metric]:.4f} with {params}; recipe {recipe_path}; model {model_dir}")
+    finish_search(recipe, root, rows, log=log)
     return summary
