@@ -27,6 +27,7 @@ def test_serve_run_of_the_shipped_config_answers_completions(tmp_path):
     port = free_port()
     config["http_options"] = {"host": "127.0.0.1", "port": port}
     app = config["applications"][0]
+    app["args"]["http_host"] = "127.0.0.1"  # the shipped 0.0.0.0 needs LMSTACK_API_KEY (or insecure: true)
     app["args"]["feedback_dir"] = str(tmp_path / "feedback")
     app["args"]["models"][0].update(path=make_tiny_lm(tmp_path / "model", 0), num_cpus=0.5,
                                     autoscaling={"min_replicas": 1, "max_replicas": 1})

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -71,11 +73,26 @@ class Limits(Section):
     max_prompt_chars: int = Field(32_768, ge=1)
     max_tokens: int = Field(1024, ge=1)
     max_messages: int = Field(256, ge=1)
+    # One request's decoding work: inputs x beams x new tokens (256 x 16 x 512 would hold a replica for
+    # minutes); over it is a 400 naming the product.
+    max_decode_tokens: int = Field(65_536, ge=1)
+    # Requests waiting for a model replica beyond its ongoing ones; more are refused at once with 503
+    # (and Retry-After) instead of queueing without limit.
+    max_queued_requests: int = Field(64, ge=1)
 
 
 class ServeSettings(Section):
     models: list[ModelEntry] = Field(min_length=1)
     api_key: str | None = None  # else LMSTACK_API_KEY; None and unset: no authentication
+    # What replicas receive instead of the key (build_app fills it from the key where the app is built):
+    # the key reaches ingress replicas on every node, and Serve's config and dashboard never show it.
+    api_key_sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$")
+    # The address Serve's HTTP proxy binds (http_options.host). Not a loopback address and no key: refused,
+    # unless `insecure` says an open endpoint is intended.
+    http_host: str = "127.0.0.1"
+    insecure: bool = False
+    # Stored prompts/completions older than this are deleted when an ingress replica starts (None: kept).
+    retention_days: float | None = Field(None, gt=0)
     feedback_dir: str = "runs/serve"
     log_requests: bool = True  # keep prompts/completions so feedback can point at them
     access_log: bool = True  # Serve's per-request log lines (off: less CPU per request)
@@ -92,6 +109,18 @@ class ServeSettings(Section):
 
     def resolved_api_key(self) -> str | None:
         return self.api_key or os.environ.get("LMSTACK_API_KEY") or None
+
+    def key_digest(self) -> str | None:
+        """The SHA-256 of the API key (given as a digest, or from the key): what the ingress checks."""
+        key = self.resolved_api_key()
+        return self.api_key_sha256 or (hashlib.sha256(key.encode()).hexdigest() if key else None)
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def read_manifest(model_dir: str) -> dict:

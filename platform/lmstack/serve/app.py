@@ -9,8 +9,8 @@ from typing import Any
 
 from ray import serve
 
-from lmstack.api.settings import ModelEntry, ServeSettings
-from lmstack.serve.ingress import Ingress
+from lmstack.api.settings import ModelEntry, ServeSettings, is_loopback
+from lmstack.serve.ingress import OPEN_PATHS, Ingress
 from lmstack.tasks import get_spec
 
 APP_NAME = "lmstack"
@@ -37,6 +37,7 @@ def _model_deployment(entry: ModelEntry, settings: ServeSettings) -> Any:
         "logging_config": _logging(settings),
         "ray_actor_options": {"num_cpus": entry.num_cpus, "num_gpus": entry.num_gpus},
         "max_ongoing_requests": entry.ongoing_limit(),
+        "max_queued_requests": settings.limits.max_queued_requests,
         "user_config": entry.model_dump(),
     }
     scale = entry.autoscaling
@@ -49,10 +50,37 @@ def _model_deployment(entry: ModelEntry, settings: ServeSettings) -> Any:
     return task.deployment.options(**options, version=version, _internal=True)
 
 
+class InsecureBindError(ValueError):
+    """Serving on an address other machines reach, with no API key and no explicit `insecure`."""
+
+
+def check_bind(settings: ServeSettings) -> str:
+    """Refuse an open endpoint on a reachable address; returns the line that says which routes are open."""
+    if settings.key_digest() is not None:
+        return f"API key required on every route except {', '.join(sorted(OPEN_PATHS))}"
+    if not is_loopback(settings.http_host) and not settings.insecure:
+        raise InsecureBindError(
+            f"serving on {settings.http_host} (reachable from other machines) with no API key: set api_key or "
+            "LMSTACK_API_KEY where the application is built, or pass --insecure (insecure: true) to serve open")
+    return "no API key: every route is open" + ("" if is_loopback(settings.http_host) else " to the network")
+
+
+def ingress_args(settings: ServeSettings) -> dict[str, Any]:
+    """What the ingress deployment is bound with: no model paths or versions (a version swap leaves it
+    running) and no API key, only its digest (the key reaches replicas on every node; Serve's config and
+    dashboard, which show these arguments, never show the key)."""
+    args = settings.model_dump()
+    args["api_key"], args["api_key_sha256"] = None, settings.key_digest()
+    for m in args["models"]:
+        m["path"], m["version"] = "", ""
+    return args
+
+
 def build_app(settings: ServeSettings | dict[str, Any]) -> Any:
     """The Serve application: an ingress and one deployment per model (`serve.run(build_app(...))`)."""
     if not isinstance(settings, ServeSettings):
         settings = ServeSettings.model_validate(settings)
+    check_bind(settings)
     entries = [m.resolved().model_copy(update={"path": os.path.abspath(m.path)}) for m in settings.models]
     for entry in entries:
         if not os.path.isdir(entry.path):
@@ -61,21 +89,25 @@ def build_app(settings: ServeSettings | dict[str, Any]) -> Any:
         "models": entries, "feedback_dir": os.path.abspath(settings.feedback_dir)})
     handles = {e.name: _model_deployment(e, settings).bind() for e in entries}
     tasks = {e.name: str(e.task) for e in entries}
-    # The ingress gets no model paths or versions, so a version swap leaves it running.
-    ingress_settings = settings.model_dump()
-    for m in ingress_settings["models"]:
-        m["path"], m["version"] = "", ""
+    ingress_settings = ingress_args(settings)
+    # Every ingress replica on the head node: feedback.sqlite is a local file, so replicas spread over
+    # nodes would each see only their own node's requests (a feedback answered 404 on another node).
     ingress = serve.deployment(Ingress).options(
         name="ingress", num_replicas=settings.ingress_replicas, max_ongoing_requests=1000,
         logging_config=_logging(settings),
-        ray_actor_options={"num_cpus": settings.ingress_cpus})
+        ray_actor_options={"num_cpus": settings.ingress_cpus, "resources": {"node:__internal_head__": 0.001}})
     ingress = ingress.options(version=_code_version(Ingress, ingress_settings, tasks), _internal=True)
     return ingress.bind(ingress_settings, handles, tasks)
 
 
 def deploy(settings: ServeSettings | dict[str, Any], port: int = 8000, host: str = "127.0.0.1",
            name: str = APP_NAME, blocking: bool = False) -> Any:
-    """Start Serve's HTTP proxy on host:port (first call only) and deploy; returns the ingress handle."""
+    """Start Serve's HTTP proxy on host:port (first call only) and deploy; returns the ingress handle.
+    A non-loopback host with no API key is refused before anything starts (unless settings.insecure)."""
+    if not isinstance(settings, ServeSettings):
+        settings = ServeSettings.model_validate(settings)
+    settings = settings.model_copy(update={"http_host": host})
+    check_bind(settings)
     serve.start(http_options={"host": host, "port": port})
     return serve.run(build_app(settings), name=name, route_prefix="/", blocking=blocking)
 

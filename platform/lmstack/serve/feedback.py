@@ -45,6 +45,13 @@ class FeedbackStore:
                              (request_id, time.time(), model, version, endpoint, prompt, completion,
                               json.dumps(params)))
 
+    def forget_before(self, cutoff: float) -> int:
+        """Delete stored completions (prompts) older than `cutoff` (epoch seconds) and their feedback."""
+        with self._lock:
+            self._db.execute("DELETE FROM feedback WHERE request_id IN "
+                             "(SELECT request_id FROM completions WHERE created < ?)", (cutoff,))
+            return self._db.execute("DELETE FROM completions WHERE created < ?", (cutoff,)).rowcount
+
     def has_request(self, request_id: str) -> bool:
         with self._lock:
             row = self._db.execute("SELECT 1 FROM completions WHERE request_id = ?", (request_id,)).fetchone()

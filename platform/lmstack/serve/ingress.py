@@ -8,6 +8,7 @@ bodies (a 4xx for anything the client got wrong, never a 500), Prometheus metric
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import time
 import uuid
@@ -17,6 +18,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from ray import serve
+from ray.serve.exceptions import BackPressureError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from lmstack.api.schemas import FeedbackRequest, Sampling
@@ -26,7 +28,8 @@ from lmstack.tasks import get_spec
 
 OPEN_PATHS = {"/healthz", "/metrics"}
 ERROR_TYPES = {400: "invalid_request_error", 401: "authentication_error", 404: "not_found_error",
-               405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error"}
+               405: "invalid_request_error", 413: "invalid_request_error", 422: "invalid_request_error",
+               429: "rate_limit_error", 503: "overloaded_error"}
 
 
 class Metrics:
@@ -58,6 +61,7 @@ class RouteContext:
         self.settings, self.handles, self.tasks = settings, handles, tasks
         self.limits = settings.limits
         self.store, self.metrics = store, metrics
+        self._pending: set[asyncio.Future] = set()
 
     @staticmethod
     def fail(status: int, message: str, param: str | None = None) -> NoReturn:
@@ -69,6 +73,10 @@ class RouteContext:
             self.fail(404, f"model {name!r} is not served for this endpoint; served: {served}", param="model")
         return self.handles[name]
 
+    async def flush(self) -> None:
+        """Wait for this replica's pending completion writes (feedback may name one just served)."""
+        await asyncio.gather(*self._pending, return_exceptions=True)
+
     @staticmethod
     def new_request_id(prefix: str) -> str:
         return f"{prefix}-{uuid.uuid4().hex}"
@@ -78,7 +86,10 @@ class RouteContext:
         self.metrics.tokens.labels(model).inc(tokens)
         if self.settings.log_requests:
             params = req.model_dump(exclude={"messages", "prompt"})
-            self.store.log_completion(request_id, model, version, endpoint, prompt, output, params)
+            # SQLite blocks (a busy WAL waits up to 30 s): written on a thread, never on the event loop.
+            self._pending.add(asyncio.get_running_loop().run_in_executor(
+                None, self.store.log_completion, request_id, model, version, endpoint, prompt, output, params))
+            self._pending = {f for f in self._pending if not f.done()}
 
 
 def _error(status: int, message: str, param: str | None = None) -> JSONResponse:
@@ -92,8 +103,11 @@ class Ingress:
     def __init__(self, settings: dict[str, Any], handles: dict[str, Any], tasks: dict[str, str]) -> None:
         self.settings = ServeSettings.model_validate(settings)
         self.handles, self.tasks = handles, tasks
-        self.api_key = self.settings.resolved_api_key()
+        # Only the key's digest travels to replicas (build_app); a replica's own LMSTACK_API_KEY also works.
+        self.key_digest = self.settings.key_digest()
         self.store = FeedbackStore(self.settings.feedback_dir)
+        if self.settings.retention_days is not None:
+            self.store.forget_before(time.time() - self.settings.retention_days * 86400)
         self.metrics = Metrics()
 
     def __serve_build_asgi_app__(self) -> FastAPI:
@@ -115,9 +129,9 @@ class Ingress:
         async def guard(request: Request, call_next):
             started = time.perf_counter()
             path = request.url.path
-            if self.api_key and path not in OPEN_PATHS:
-                given = request.headers.get("authorization", "")
-                if not hmac.compare_digest(given.encode(), f"Bearer {self.api_key}".encode()):
+            if self.key_digest and path not in OPEN_PATHS:
+                given = request.headers.get("authorization", "").removeprefix("Bearer ").encode()
+                if not hmac.compare_digest(hashlib.sha256(given).hexdigest(), self.key_digest):
                     response: Response = _error(401, "missing or wrong API key (Authorization: Bearer ...)")
                     return self._count(path, response, started)
             length = request.headers.get("content-length")
@@ -131,7 +145,13 @@ class Ingress:
                     if len(body) > limit:
                         return self._count(path, _error(413, f"request body over {limit} bytes"), started)
                 request._body = body
-            response = await call_next(request)
+            try:
+                response = await call_next(request)
+            except BackPressureError:  # the model's queue is full: refuse now rather than queue forever
+                response = _error(503, "model replicas are at capacity; retry later")
+                response.headers["Retry-After"] = "1"
+            except Exception as err:  # noqa: BLE001 - a backend failure: a counted 500, never a dropped one
+                response = _error(500, f"internal error ({type(err).__name__})")
             return self._count(path, response, started)
 
     def _count(self, path: str, response: Response, started: float) -> Response:
@@ -187,6 +207,7 @@ class Ingress:
         async def feedback(req: FeedbackRequest) -> JSONResponse:
             if req.rating is None and req.correction is None and req.comment is None:
                 ctx.fail(400, "give a rating, a correction or a comment")
+            await ctx.flush()
             if not await asyncio.to_thread(self.store.has_request, req.request_id):
                 ctx.fail(404, f"no served request with id {req.request_id!r}", param="request_id")
             fid = await asyncio.to_thread(self.store.add_feedback, req.request_id, req.rating, req.correction,

@@ -70,6 +70,14 @@ class Engine:
         # Pretrained-only models have no chat template: a plain transcript the model continues.
         return "\n".join(f"{m['role']}: {m['content']}" for m in messages) + "\nassistant:"
 
+    def problem(self, prompt: str, max_tokens: int) -> str | None:
+        """Why a request cannot be served whole (OpenAI answers 400 rather than cutting the prompt)."""
+        n = len(self.tok(prompt, add_special_tokens=False)["input_ids"])
+        if n + max_tokens > self.context:
+            return (f"this model's maximum context length is {self.context} tokens; the request holds {n + max_tokens} "
+                    f"({n} in the prompt, {max_tokens} for the completion): shorten the prompt or lower max_tokens")
+        return None
+
     def _encode(self, prompt: str, max_tokens: int) -> tuple[list[int], int]:
         """Prompt ids cut from the left so prompt + completion fit the context; the budget left."""
         max_tokens = max(1, min(max_tokens, self.context - 1))

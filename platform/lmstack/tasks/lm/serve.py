@@ -70,7 +70,13 @@ class LanguageModel:
         results = await asyncio.to_thread(engine.generate, reqs)
         return [{**asdict(r), "version": version} for r in results]
 
+    def check(self, req: GenRequest) -> str | None:
+        assert self.engine is not None
+        return self.engine.problem(req.prompt, req.max_tokens)
+
     async def complete(self, req: GenRequest) -> dict[str, Any]:
+        if problem := self.check(req):  # before batching: an over-long request fails alone, as a 400
+            raise ValueError(problem)
         if self.entry["batching"]["enabled"]:
             return await self._batched(req)
         async with self._unbatched:  # one request per forward pass: the baseline batching is measured against
@@ -117,9 +123,14 @@ def add_routes(app: FastAPI, ctx: Any) -> None:
         gen = _gen_request(req, prompt)
         head = {"id": rid, "created": created, "model": req.model}
         if req.stream:
+            if problem := await handle.check.remote(gen):  # before the 200 status line goes out
+                ctx.fail(400, problem, param="prompt")
             return StreamingResponse(stream(handle, gen, head, prompt, endpoint, chat, req), media_type="text/event-stream",
                                      headers={"x-request-id": rid})
-        res = await handle.complete.remote(gen)
+        try:
+            res = await handle.complete.remote(gen)
+        except ValueError as err:  # the request does not fit the model's context
+            ctx.fail(400, str(err).splitlines()[-1].removeprefix("ValueError: "), param="prompt")
         ctx.record(rid, req.model, res["version"], endpoint, prompt, res["text"], req, res["completion_tokens"])
         choice: dict[str, Any] = {"index": 0, "finish_reason": res["finish_reason"], "logprobs": None}
         if chat:

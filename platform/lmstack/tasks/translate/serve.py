@@ -76,7 +76,15 @@ class Translator:
                 start += n
         return out
 
+    def check(self, opts: dict[str, Any]) -> None:
+        """Per request, before batching: a direction the model was not trained for fails this request
+        alone (raised inside the batch, it failed every request batched with it)."""
+        direction, trained = opts.get("direction"), self.info().get("directions")
+        if direction is not None and trained and direction not in trained:
+            raise ValueError(f"direction {direction!r}: model {self.entry['name']!r} translates {list(trained)}")
+
     async def translate(self, texts: list[str], opts: dict[str, Any]) -> dict[str, Any]:
+        self.check(opts)
         return await self._batched((texts, opts))
 
 
@@ -87,11 +95,15 @@ def add_routes(app: FastAPI, ctx: Any) -> None:
         if problem := req.problem(ctx.limits):
             ctx.fail(400, problem, param="input")
         texts = req.texts()
+        work = len(texts) * (req.num_beams or 1) * (req.max_new_tokens or 128)
+        if work > ctx.limits.max_decode_tokens:
+            ctx.fail(400, f"{len(texts)} inputs x {req.num_beams or 1} beams x {req.max_new_tokens or 128} new tokens = "
+                     f"{work}, over the limit of {ctx.limits.max_decode_tokens} decoded tokens per request", param="input")
         rid = ctx.new_request_id("tr")
         try:
             res = await handle.translate.remote(texts, req.options())
         except ValueError as err:  # e.g. a direction the model was not trained for
-            ctx.fail(400, str(err).splitlines()[-1], param="direction")
+            ctx.fail(400, str(err).splitlines()[-1].removeprefix("ValueError: "), param="direction")
         if ctx.settings.log_requests:  # so /v1/feedback can correct a translation against this id
             await asyncio.to_thread(ctx.store.log_completion, rid, req.model, res["version"], "translate",
                                     json.dumps(texts, ensure_ascii=False),
