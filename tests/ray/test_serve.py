@@ -141,6 +141,19 @@ def test_malformed_requests_get_4xx_and_app_still_answers(served):
     assert ok.status_code == 200 and ok.json()["choices"][0]["text"] is not None
 
 
+def test_over_long_prompt_is_a_400_and_metrics_count_it(served):
+    """OpenAI answers 400 for a prompt over the context; it used to be cut from the left silently."""
+    base = served["base"]
+    body = {"model": "tiny", "prompt": "x" * 125, "max_tokens": 8}  # 125 + 8 > the tiny LM's 128 positions
+    for stream in (False, True):
+        r = post(base, "/v1/completions", {**body, "stream": stream})
+        assert r.status_code == 400, r.text
+        assert "maximum context length is 128 tokens" in r.json()["error"]["message"]
+    assert post(base, "/v1/completions", {**body, "prompt": "x" * 100}).status_code == 200
+    metrics = requests.get(base + "/metrics", timeout=30).text
+    assert 'lmstack_http_requests_total{route="/v1/completions",status="400"}' in metrics
+
+
 def _ingress_replicas():
     import ray
 

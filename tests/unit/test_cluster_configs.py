@@ -114,3 +114,99 @@ def test_kuberay_rayservice_embeds_a_serve_config():
     for group in [spec["rayClusterConfig"]["headGroupSpec"], *spec["rayClusterConfig"]["workerGroupSpecs"]]:
         pod = group["template"]["spec"]
         assert {v["name"] for v in pod.get("volumes", [])} >= {m["name"] for m in pod["containers"][0]["volumeMounts"]}
+
+
+# Closed by default (issue 17): token auth, no world-open SSH or dashboard, least-privilege roles, the
+# volume claims the manifests mount, /dev/shm, GPU tolerations, no secret in a manifest.
+
+
+@pytest.mark.parametrize("name", ["aws.yaml", "gcp.yaml"])
+def test_ray_up_configs_are_closed_by_default(name):
+    raw = load(CLUSTER / name)
+    starts = raw["head_start_ray_commands"] + raw["worker_start_ray_commands"]
+    assert all("RAY_AUTH_MODE=token" in c for c in starts)
+    head_start = " ".join(raw["head_start_ray_commands"])
+    assert "--dashboard-host=127.0.0.1" in head_start and "0.0.0.0" not in head_start
+    assert "~/.ray/auth_token" in raw["file_mounts"]  # one token on every node
+    types = raw["available_node_types"]
+    for key, spec in types.items():
+        node = spec["node_config"]
+        role = "head" if key == raw["head_node_type"] else "worker"
+        if name == "aws.yaml":
+            assert node["IamInstanceProfile"]["Arn"].endswith(f"instance-profile/lmstack-{role}")
+            assert node["SecurityGroupIds"], "Ray's own security group opens SSH to 0.0.0.0/0"
+        else:
+            assert [a["email"].split("@")[0] for a in node["serviceAccounts"]] == [f"lmstack-{role}"]
+            assert "lmstack-subnet" in node["networkInterfaces"][0]["subnetwork"]  # not the default network
+
+
+def test_aws_access_stack_limits_roles_to_the_run_bucket_and_ssh_to_one_cidr():
+    doc = load(CLUSTER / "aws-access.yaml")
+    res = doc["Resources"]
+    ssh = res["NodeSecurityGroup"]["Properties"]["SecurityGroupIngress"]
+    assert ssh == [{"IpProtocol": "tcp", "FromPort": 22, "ToPort": 22, "CidrIp": {"Ref": "SshCidr"}}]
+    for role in ("HeadRole", "WorkerRole"):
+        statements = [s for p in res[role]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]]
+        for s in statements:
+            actions = [s["Action"]] if isinstance(s["Action"], str) else s["Action"]
+            assert "*" not in actions and not any(a.endswith(":*") for a in actions)
+            if any(a.startswith("s3:") for a in actions):
+                assert "${RunBucket}" in s["Resource"]["Fn::Sub"]  # never every bucket
+        if role == "WorkerRole":
+            assert all(a.startswith("s3:") for s in statements for a in s["Action"])
+    pass_role = [s for p in res["HeadRole"]["Properties"]["Policies"] for s in p["PolicyDocument"]["Statement"]
+                 if s["Action"] == "iam:PassRole"]
+    assert pass_role == [{"Effect": "Allow", "Action": "iam:PassRole", "Resource": {"Fn::GetAtt": ["WorkerRole", "Arn"]}}]
+
+
+def _kuberay_docs():
+    return [d for f in sorted((CLUSTER / "kuberay").glob("*.yaml")) for d in yaml.safe_load_all(f.read_text()) if d]
+
+
+def _pod_specs(doc):
+    spec = doc["spec"]
+    cluster = spec.get("rayClusterSpec") or spec.get("rayClusterConfig") or spec
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+    return [(g.get("groupName", "head"), g["template"]["spec"]) for g in groups]
+
+
+def test_kuberay_pods_have_token_auth_shm_gpu_tolerations_and_defined_claims():
+    docs = _kuberay_docs()
+    claims = {d["metadata"]["name"] for d in docs if d["kind"] == "PersistentVolumeClaim"}
+    accounts = {d["metadata"]["name"] for d in docs if d["kind"] == "ServiceAccount"}
+    ray_docs = [d for d in docs if d["kind"] in ("RayCluster", "RayJob", "RayService")]
+    assert len(ray_docs) == 3
+    for doc in ray_docs:
+        for group, pod in _pod_specs(doc):
+            where = f"{doc['kind']} {group}"
+            assert pod.get("serviceAccountName") in accounts, where
+            container = pod["containers"][0]
+            env = {e["name"]: e for e in container.get("env", [])}
+            assert env["RAY_AUTH_MODE"]["value"] == "token", where
+            assert env["RAY_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"]["name"] == "lmstack-ray-auth", where
+            assert all("value" not in e or "KEY" not in n and "TOKEN" not in n and "SECRET" not in n
+                       for n, e in env.items()), f"{where}: a secret written into the manifest"
+            volumes = {v["name"]: v for v in pod.get("volumes", [])}
+            mounts = {m["mountPath"]: m["name"] for m in container.get("volumeMounts", [])}
+            assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory", where
+            for v in volumes.values():
+                if "persistentVolumeClaim" in v:
+                    assert v["persistentVolumeClaim"]["claimName"] in claims, f"{where}: undefined claim"
+            if "nvidia.com/gpu" in container["resources"].get("limits", {}):
+                assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod.get(
+                    "tolerations", []), where
+
+
+def test_the_shipped_serve_config_binds_open_only_with_a_key():
+    from lmstack.api.settings import ServeSettings, is_loopback
+
+    service = load(CLUSTER / "kuberay" / "rayservice.yaml")
+    for config in (load(ROOT / "serving" / "config.yaml"), yaml.safe_load(service["spec"]["serveConfigV2"])):
+        for app in config["applications"]:
+            args = ServeSettings.model_validate(app["args"])
+            assert args.http_host == config["http_options"]["host"]  # the check sees the real bind address
+            assert args.api_key is None and not args.insecure  # the key comes from the environment
+            assert is_loopback(args.http_host) or not args.insecure
+    for _, pod in _pod_specs(service):
+        env = {e["name"]: e for e in pod["containers"][0]["env"]}
+        assert env["LMSTACK_API_KEY"]["valueFrom"]["secretKeyRef"]["name"] == "lmstack-api-key"
