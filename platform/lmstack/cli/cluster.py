@@ -13,7 +13,13 @@ def cmd_submit(args: argparse.Namespace) -> None:
 
     rest = list(args.overrides)
     verb = rest.pop(0) if rest and "=" not in rest[0] else "train"
+    if bad := [kv for kv in args.env if "=" not in kv]:
+        raise SystemExit(f"lmstack submit: error: --env {bad[0]!r}: expected KEY=VALUE")
     env = dict(kv.split("=", 1) for kv in args.env)
+    try:
+        jobs.check_env(env)  # before anything is uploaded or submitted
+    except ValueError as err:
+        raise SystemExit(f"lmstack submit: error: {err}") from None
     job_id = jobs.submit(args.recipe, verb, rest, address=args.address, run_dir=args.run_dir, env_vars=env,
                          submission_id=args.submission_id)
     print(f"submitted {job_id}: lmstack {verb} {args.recipe}", file=sys.stderr)
@@ -68,7 +74,9 @@ def register(verbs) -> None:
     p = add_verb(verbs, "submit", cmd_submit,
                  "submit `lmstack VERB RECIPE` to a Ray cluster as a job and stream its logs")
     p.set_defaults(run_dir=None)
-    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE", help="environment for the job")
+    p.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                   help="environment for the job (not for secrets: the Jobs API shows it; credentials come from "
+                        "the cluster's roles, service accounts or Secrets)")
     p.add_argument("--submission-id", help="the job's id (default: Ray's)")
     p.add_argument("--no-wait", action="store_true", help="print the job id and return")
     p.usage = "lmstack submit RECIPE [VERB] [k=v ...] --address http://HEAD:8265"

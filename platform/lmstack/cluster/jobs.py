@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import shlex
 import sys
 import time
@@ -72,7 +73,23 @@ def entrypoint(recipe: str, verb: str = "train", overrides: list[str] | tuple[st
     return shlex.join(args)
 
 
+# A job's runtime_env is shown, values included, by the Jobs API, `ray job list` and the dashboard.
+_SECRET_NAME = re.compile(r"(SECRET|TOKEN|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|(^|_)KEY($|_)|_KEY_ID$|AUTH)", re.I)
+
+
+def check_env(env_vars: dict[str, str]) -> None:
+    """Refuse what looks like a credential in a job's environment; it belongs on the cluster (an instance
+    role or service account for storage, a Kubernetes Secret or an environment file on the nodes)."""
+    secret = sorted(k for k in env_vars if _SECRET_NAME.search(k))
+    if secret:
+        raise ValueError(
+            f"--env {', '.join(secret)}: a job's environment is shown to anyone who can list jobs (Jobs API, "
+            "dashboard); give the cluster's nodes the credential instead (an instance role or service account "
+            "for the run bucket, a Kubernetes Secret or the nodes' environment)")
+
+
 def runtime_env(root: str = PROJECT_ROOT, env_vars: dict[str, str] | None = None) -> dict[str, Any]:
+    check_env(env_vars or {})
     return {
         "working_dir": root,
         "excludes": EXCLUDES,
