@@ -46,3 +46,30 @@ def test_translate_pairs_set_undecodable_lines_aside(tmp_path):
     pairs, rejects = read_pairs(str(tmp_path / "cmn.txt.gz"))
     assert [(p["en"], p["zh"], p["line"]) for p in pairs] == [("Hi.", "嗨。", 1), ("Run.", "跑。", 3)]
     assert [(r["line"], r["reason"].split(" at ")[0]) for r in rejects] == [(2, "undecodable bytes (not UTF-8)")]
+
+
+def test_translate_replica_refuses_an_untrained_direction_before_batching(tmp_path):
+    """Raised inside @serve.batch, one bad direction failed every request batched with it; checked per
+    request before batching, it fails alone (the batch never sees it)."""
+    import asyncio
+
+    import pytest
+
+    from lmstack.tasks.translate.serve import Translator
+
+    (tmp_path / "lmstack_model.json").write_text(json.dumps({"task": "translate",
+                                                             "recipe": {"translate": {"directions": ["zh-en"]}}}))
+    replica = Translator.func_or_class()
+    replica.entry = {"name": "mt", "version": "1", "path": str(tmp_path)}
+    batched = []
+
+    async def fake_batch(item):  # stands in for the @serve.batch method: records what reaches a batch
+        batched.append(item)
+        return {"version": "1", "data": []}
+
+    replica._batched = fake_batch
+    with pytest.raises(ValueError, match=r"direction 'en-zh': model 'mt' translates \['zh-en'\]"):
+        asyncio.run(replica.translate(["hello"], {"direction": "en-zh"}))
+    assert batched == []
+    asyncio.run(replica.translate(["你好"], {"direction": "zh-en"}))
+    assert batched == [(["你好"], {"direction": "zh-en"})]
