@@ -54,3 +54,15 @@ def test_cli_pickled_model_path_is_one_line(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith(f"lmstack train: error: model.path '{tmp_path / 'm'}'")
+
+
+def test_translate_preflight_refusals_are_user_errors():
+    """Raised as ValueError they printed a traceback; a RecipeError is one line naming model.path."""
+    from transformers import GPT2Config
+
+    from lmstack.tasks.translate.decoder import check_fits
+
+    with pytest.raises(RecipeError, match="model.path /m: vocabulary 10 is not the translate tokenizer's"):
+        check_fits(GPT2Config(vocab_size=10, n_positions=64), 20, 32, "/m")
+    with pytest.raises(RecipeError, match="model.path /m: context 16 is shorter"):
+        check_fits(GPT2Config(vocab_size=20, n_positions=16), 20, 32, "/m")

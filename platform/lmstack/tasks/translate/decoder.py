@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from lmstack.config import ModelConfig
+from lmstack.config import ModelConfig, RecipeError
 from lmstack.tasks.translate.data import encode_source
 
 
@@ -74,20 +74,21 @@ def preflight(cfg: ModelConfig, info: dict[str, Any]) -> None:
                2 * info["max_length"], cfg.path)
     if os.path.isfile(os.path.join(cfg.path, "tokenizer.json")):
         if load_tokenizer(cfg.path).get_vocab() != load_tokenizer(info["tokenizer"]["dir"]).get_vocab():
-            raise ValueError(f"model.path {cfg.path}: its tokenizer is not the translate data's "
+            raise RecipeError(f"model.path {cfg.path}: its tokenizer is not the translate data's "
                              f"({info['tokenizer']['dir']}); pretrain the LM with tokenizer {{kind: pretrained, "
                              f"path: {info['tokenizer']['dir']}}}")
 
 
 def check_fits(config: Any, vocab: int, context: int, path: str | None) -> None:
+    """A user's model that cannot take this data: RecipeError (one line in the CLI, not a traceback)."""
     where = f"model.path {path}" if path else "model"
     got_vocab = config.vocab_size
     got_context = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 0)
     if got_vocab != vocab:
-        raise ValueError(f"{where}: vocabulary {got_vocab} is not the translate tokenizer's ({vocab}); pretrain the "
+        raise RecipeError(f"{where}: vocabulary {got_vocab} is not the translate tokenizer's ({vocab}); pretrain the "
                          "LM with tokenizer {kind: pretrained, path: <this recipe's data dir>/tokenizer}")
     if got_context < context:
-        raise ValueError(f"{where}: context {got_context} is shorter than source + target (2 x translate.max_length "
+        raise RecipeError(f"{where}: context {got_context} is shorter than source + target (2 x translate.max_length "
                          f"= {context}); pretrain with data.block_size >= {context}")
 
 
