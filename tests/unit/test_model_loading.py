@@ -50,3 +50,14 @@ def test_translate_and_classify_from_model_refuse_a_pickle_checkpoint(tmp_path, 
 
     with pytest.raises(UnsafeModelError, match="finetune.from_model"):
         sequence_classifier(Recipe, {"labels": ["a", "b"], "pad_id": 0})
+
+
+def test_serving_generate_and_compress_refuse_a_pickle_checkpoint(tmp_path, gpt2):
+    from lmstack.compress.load import load_model as compress_load
+    from lmstack.tasks.lm.engine import load_model as serve_load
+
+    path = _pickled(gpt2, tmp_path / "m")
+    (tmp_path / "m" / "lmstack_model.json").write_text('{"task": "lm"}')
+    for load in (serve_load, compress_load):
+        with pytest.raises(UnsafeModelError, match="no model.safetensors"):
+            load(path)

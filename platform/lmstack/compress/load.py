@@ -61,10 +61,9 @@ def load_model(model_dir: str) -> torch.nn.Module:
         from lmstack.compress.quantize import load_quantized
 
         return load_quantized(model_dir).eval()
-    if not any(f.endswith(".safetensors") for f in os.listdir(model_dir)):
-        raise FileNotFoundError(f"{model_dir}: no .safetensors weights (pickled weights are not loaded)")
-    cls = auto_class(model_kind(model_dir))
-    return cls.from_pretrained(model_dir, local_files_only=True, use_safetensors=True).eval()
+    from lmstack.models.loading import load_pretrained
+
+    return load_pretrained(auto_class(model_kind(model_dir)), model_dir, "--model").eval()
 
 
 def load_tokenizer(model_dir: str):

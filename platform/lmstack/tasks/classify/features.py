@@ -25,7 +25,9 @@ def load_backbone(model_dir: str) -> torch.nn.Module:
     """The transformer without its LM head (AutoModel drops it), in eval mode."""
     from transformers import AutoModel
 
-    model = AutoModel.from_pretrained(model_dir, local_files_only=True, use_safetensors=True)
+    from lmstack.models.loading import load_pretrained
+
+    model = load_pretrained(AutoModel, model_dir, "finetune.from_model")
     return model.eval()
 
 

@@ -37,9 +37,9 @@ class _Transformers:
         from transformers import AutoModelForSequenceClassification
 
         from lmstack.data.tokenizer import load_tokenizer
+        from lmstack.models.loading import load_pretrained
 
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            model_dir, local_files_only=True, use_safetensors=True).eval()
+        self.model = load_pretrained(AutoModelForSequenceClassification, model_dir).eval()
         self.tok = load_tokenizer(model_dir)
         cfg = self.model.config
         self.labels = [cfg.id2label[i] for i in range(cfg.num_labels)]

@@ -161,8 +161,9 @@ class Classification(TaskSpec):
     def load_exported(self, model_dir: str) -> torch.nn.Module:
         from transformers import AutoModelForSequenceClassification
 
-        return AutoModelForSequenceClassification.from_pretrained(model_dir, local_files_only=True,
-                                                                  use_safetensors=True)
+        from lmstack.models.loading import load_pretrained
+
+        return load_pretrained(AutoModelForSequenceClassification, model_dir)
 
     def distill_logits(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]
                        ) -> tuple[torch.Tensor, torch.Tensor]:

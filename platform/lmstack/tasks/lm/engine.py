@@ -15,6 +15,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from lmstack.artifacts import MODEL_MANIFEST
+from lmstack.models.loading import load_pretrained, require_safetensors
 
 
 @dataclass
@@ -38,13 +39,9 @@ class GenResult:
 def load_model(model_dir: str, device: str = "cpu") -> tuple[torch.nn.Module, PreTrainedTokenizerBase]:
     """Weights only from safetensors: a directory with only pickled weights is refused, because
     unpickling a file from a model directory runs whatever code it carries."""
-    if not os.path.isdir(model_dir):
-        raise FileNotFoundError(f"model directory {model_dir!r} does not exist")
-    names = os.listdir(model_dir)
-    if not any(n.endswith(".safetensors") or n == "model.safetensors.index.json" for n in names):
-        raise ValueError(f"{model_dir!r} has no safetensors weights; lmstack never loads pickled weights")
+    require_safetensors(model_dir)  # before the tokenizer: the refusal names the weights
     tok = AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
-    model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, use_safetensors=True)
+    model = load_pretrained(AutoModelForCausalLM, model_dir)
     if tok.pad_token_id is None:
         tok.pad_token = tok.eos_token
     return model.to(device).eval(), tok

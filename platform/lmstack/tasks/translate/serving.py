@@ -14,16 +14,15 @@ def load(model_dir: str):
     from transformers import AutoModelForCausalLM, MarianMTModel
 
     from lmstack.data.tokenizer import load_tokenizer
+    from lmstack.models.loading import load_pretrained
 
     section = (lineage(model_dir).get("recipe") or {}).get("translate") or {}
     tok = load_tokenizer(model_dir)
     if section.get("arch") == "decoder":
-        model = AutoModelForCausalLM.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32,
-                                                     use_safetensors=True)
+        model = load_pretrained(AutoModelForCausalLM, model_dir, dtype=torch.float32)
         max_length = int(section.get("max_length", 64))
     else:
-        model = MarianMTModel.from_pretrained(model_dir, local_files_only=True, dtype=torch.float32,
-                                             use_safetensors=True)
+        model = load_pretrained(MarianMTModel, model_dir, dtype=torch.float32)
         max_length = int(model.config.max_position_embeddings) - 2
     model.eval()
     return model, tok, max_length
