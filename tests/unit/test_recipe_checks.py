@@ -66,3 +66,17 @@ def test_translate_preflight_refusals_are_user_errors():
         check_fits(GPT2Config(vocab_size=10, n_positions=64), 20, 32, "/m")
     with pytest.raises(RecipeError, match="model.path /m: context 16 is shorter"):
         check_fits(GPT2Config(vocab_size=20, n_positions=16), 20, 32, "/m")
+
+
+def test_an_empty_split_is_one_line_before_training(tmp_path, no_cluster):
+    from lmstack.artifacts import data_manifest_path
+    from lmstack.data.read import DataSourceError
+
+    recipe = tiny_recipe(tmp_path, make_corpus(tmp_path / "c", docs=3))
+    spec = get_spec("lm")
+    manifest = {"prepare_hash": spec.prepare_hash(recipe), "blocks": {"train": 12, "val": 0}}
+    runtime.write_json(data_manifest_path(recipe), manifest)
+    with pytest.raises(DataSourceError, match=r"the val split holds no block of data.block_size=32 tokens"):
+        ensure_prepared(recipe, spec)
+    runtime.write_json(data_manifest_path(recipe), {**manifest, "blocks": {"train": 12, "val": 3}})
+    assert ensure_prepared(recipe, spec)["blocks"]["val"] == 3

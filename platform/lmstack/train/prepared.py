@@ -9,7 +9,7 @@ from typing import Any
 from lmstack import runtime
 from lmstack.artifacts import data_manifest_path, read_data_manifest
 from lmstack.config import Recipe
-from lmstack.data.read import list_files
+from lmstack.data.read import DataSourceError, list_files
 from lmstack.models.loading import require_safetensors
 from lmstack.tasks.spec import TaskSpec
 
@@ -32,13 +32,26 @@ def ensure_prepared(recipe: Recipe, spec: TaskSpec, log=print) -> dict[str, Any]
     check_model_paths(recipe)
     info = read_data_manifest(recipe)
     if info is not None and info.get("prepare_hash") == spec.prepare_hash(recipe):
-        return info
+        return check_splits(recipe, info)
     list_files(recipe.data.paths)  # a path that matches nothing fails here, before any cluster starts
     if info is not None:
         log(f"{data_manifest_path(recipe)}: prepared from other settings: preparing again")
     else:
         log(f"preparing {recipe.name}'s data in {recipe.data_dir()}")
-    return prepare_fresh(recipe, spec, log=log)
+    return check_splits(recipe, prepare_fresh(recipe, spec, log=log))
+
+
+def check_splits(recipe: Recipe, info: dict[str, Any]) -> dict[str, Any]:
+    """Training needs a block in each split: an empty validation split gave val_loss 0 (a "best" model)
+    and a ZeroDivisionError in a worker; it is one line here instead."""
+    blocks = info.get("blocks")
+    empty = [s for s in ("train", "val") if isinstance(blocks, dict) and blocks.get(s) == 0]
+    if empty:
+        raise DataSourceError(
+            f"{data_manifest_path(recipe)}: the {' and '.join(empty)} split holds no block of "
+            f"data.block_size={recipe.data.block_size} tokens: raise data.val_fraction, add data or lower "
+            "data.block_size")
+    return info
 
 
 def prepare_fresh(recipe: Recipe, spec: TaskSpec, log=print) -> dict[str, Any]:
