@@ -73,3 +73,18 @@ def test_translate_replica_refuses_an_untrained_direction_before_batching(tmp_pa
     assert batched == []
     asyncio.run(replica.translate(["你好"], {"direction": "zh-en"}))
     assert batched == [(["你好"], {"direction": "zh-en"})]
+
+
+def test_speech_manifest_sets_bad_lines_aside(tmp_path):
+    from lmstack.tasks.speech.sources import SourceSettings, list_utterances
+
+    (tmp_path / "a.wav").write_bytes(b"")
+    (tmp_path / "m.jsonl").write_bytes(
+        b'{"audio": "a.wav", "text": "one two"}\n'
+        b'{"audio": "a.wav", "text": "caf\xe9"}\n'  # Latin-1, not UTF-8
+        + b"[" * 50_000 + b"\n"
+        + b'{"audio": "a.wav", "text": "lone \\ud800"}\n')
+    rows, rejects = list_utterances([str(tmp_path / "m.jsonl")], SourceSettings())
+    assert [r["text"] for r in rows] == ["one two"]
+    assert [r["detail"].split(" at ")[0].split(":")[0] for r in rejects] == [
+        "not UTF-8", "not JSON", "line 4"]

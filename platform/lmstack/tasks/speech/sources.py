@@ -121,19 +121,28 @@ def _add(shown: str, fs: pafs.FileSystem, path: str, regex: re.Pattern[str], set
 def _read_manifest(shown: str, fs: pafs.FileSystem, path: str, settings: SourceSettings,
                    rows: list[dict[str, Any]], rejects: list[dict[str, Any]]) -> None:
     with fs.open_input_stream(path) as f:
-        raw = f.read().decode("utf-8", errors="replace")
+        data = f.read()
     base = shown.rsplit("/", 1)[0] if runtime.is_uri(shown) else os.path.dirname(os.path.abspath(shown))
+    records: list[tuple[int, Any]] = []
     if path.lower().endswith(".csv"):
-        records: list[tuple[int, Any]] = list(enumerate(csv.DictReader(io.StringIO(raw)), start=2))
+        try:
+            records = list(enumerate(csv.DictReader(io.StringIO(data.decode("utf-8-sig"))), start=2))
+        except UnicodeDecodeError as err:  # never U+FFFD inside a transcript
+            records = [(0, f"not UTF-8 at byte {err.start}")]
+        except csv.Error as err:
+            records = [(0, f"malformed CSV: {err}")]
     else:
-        records = []
-        for line_no, line in enumerate(raw.splitlines(), start=1):
+        for line_no, line in enumerate(data.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 records.append((line_no, json.loads(line)))
-            except json.JSONDecodeError as err:
-                records.append((line_no, f"not JSON: {err.msg}"))
+            except UnicodeDecodeError as err:
+                records.append((line_no, f"not UTF-8 at byte {err.start}"))
+            except RecursionError:
+                records.append((line_no, "not JSON: nested too deeply"))
+            except ValueError as err:
+                records.append((line_no, f"not JSON: {getattr(err, 'msg', str(err))}"))
     for line_no, rec in records:
         utt_id = f"{os.path.basename(shown)}:{line_no}"
         if not isinstance(rec, dict):
@@ -146,11 +155,23 @@ def _read_manifest(shown: str, fs: pafs.FileSystem, path: str, settings: SourceS
             rejects.append({"id": utt_id, "path": shown, "reason": "missing_field",
                             "detail": f"line {line_no}: no {', '.join(missing)}"})
             continue
+        if not all(_encodable(str(v)) for v in (audio, text)):
+            rejects.append({"id": utt_id, "path": shown, "reason": "unreadable",
+                            "detail": f"line {line_no}: an invalid unicode escape (lone surrogate)"})
+            continue
         audio = str(audio)
         if not (runtime.is_uri(audio) or os.path.isabs(audio)):
             audio = f"{base}/{audio}" if runtime.is_uri(base) else os.path.join(base, audio)
         rows.append({"id": utt_id, "path": audio, "text": normalize_text(str(text), settings.lowercase),
                      "speaker": str(rec.get(settings.speaker_field) or "")})
+
+
+def _encodable(value: str) -> bool:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def read_bytes(path: str) -> bytes:

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from lmstack.data.read import decoded_lines
 from lmstack.tasks.translate.data import CJK
 
 MASK = "<mask>"
@@ -80,8 +81,8 @@ def back_translated_rows(path: str, lang: str, reverse_model: str, max_sentences
     """A Ray Dataset of (src, tgt, direction) rows: synthetic source, real `lang` target."""
     import ray.data
 
-    with open(path, encoding="utf-8", errors="replace") as f:
-        texts = [line.strip() for line in f if line.strip()]
+    # Lines that are not UTF-8 are left out (never replaced: U+FFFD would become a training target).
+    texts = [t.strip() for _, t, reason in decoded_lines(path) if reason is None and t.strip()]
     if max_sentences:
         texts = texts[:max_sentences]
     other = "zh" if lang == "en" else "en"
