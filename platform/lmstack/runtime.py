@@ -25,6 +25,16 @@ _RAY_ENV_DEFAULTS = {
 
 
 _configured_address: str | None = None
+_log_file: str | None = None
+_file_handler: Any = None  # one logging.FileHandler for every Ray logger routed to _log_file
+
+
+def send_logs_to(path: str | None) -> None:
+    """Where Ray's own log lines go: `path` (a local file, e.g. <run dir>/logs/ray.log) instead of the
+    terminal, and workers' output stays in Ray's session logs rather than echoed to the driver
+    (log_to_driver=False); Ray Data's progress bars are off. None (the CLI's -v) leaves Ray as it is."""
+    global _log_file
+    _log_file = path
 
 
 def use_address(address: str | None) -> None:
@@ -45,16 +55,21 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ.setdefault(key, value)
     address = address or _configured_address or os.environ.get("RAY_ADDRESS")
     kwargs: dict[str, Any] = {}
+    if _log_file:
+        _route_logs(_log_file)
+        kwargs.update(log_to_driver=False, configure_logging=False)
     # Workers import lmstack from the driver's environment; on a remote cluster the job's
     # working_dir/runtime_env provides it.
     if address:
         ray.init(address=address, **kwargs)
     else:
-        _start_local(num_cpus)
+        _start_local(num_cpus, **kwargs)
     _configure_data()
+    if _log_file:
+        _route_logs(_log_file)  # again: importing Ray Data configured its own console handler
 
 
-def _start_local(num_cpus: int | None, attempts: int = 3) -> None:
+def _start_local(num_cpus: int | None, attempts: int = 3, **kwargs: Any) -> None:
     """Start the embedded cluster. Ray gives a raylet a fixed 30 s to register; a heavily loaded
     machine can miss that, and a second start then usually succeeds."""
     import ray
@@ -62,7 +77,7 @@ def _start_local(num_cpus: int | None, attempts: int = 3) -> None:
     for attempt in range(attempts):
         try:
             ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                     runtime_env={"worker_process_setup_hook": "lmstack.runtime.quiet_without_dashboard"})
+                     runtime_env={"worker_process_setup_hook": "lmstack.runtime.quiet_without_dashboard"}, **kwargs)
             return
         except Exception as err:  # noqa: BLE001 - Ray raises a bare Exception for this
             if "timed out during startup" not in str(err) or attempt == attempts - 1:
@@ -80,12 +95,42 @@ def quiet_without_dashboard() -> None:
         logging.ERROR)
 
 
+def _route_logs(path: str) -> None:
+    """Move the console handlers of Ray's loggers ("ray", "ray.data", "ray.train", ...) to one file."""
+    import logging
+
+    if is_uri(path):
+        return
+    global _file_handler
+    if _file_handler is None or _file_handler.baseFilename != os.path.abspath(path):
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        _file_handler = logging.FileHandler(path, encoding="utf-8")
+        _file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        _file_handler.setLevel(logging.INFO)  # Ray Data logs DEBUG to its own session file already
+    to_file = _file_handler
+    names = ["ray", "ray._private", *(n for n in list(logging.root.manager.loggerDict)
+                                      if n.startswith("ray.") and n != "ray._private")]
+    for name in names:
+        logger = logging.getLogger(name)
+        # Ray's console handlers are StreamHandlers (PlainRayHandler); its session file handlers stay.
+        consoles = [h for h in logger.handlers
+                    if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)]
+        for h in consoles:
+            logger.removeHandler(h)
+        # ray.init(configure_logging=False) clears "ray"'s handlers: "ray._private" (ray.init's own lines,
+        # e.g. the token-auth notice) keeps its own.
+        if (consoles or name in ("ray", "ray._private")) and to_file not in logger.handlers:
+            logger.addHandler(to_file)
+            logger.propagate = False
+    logging.getLogger("ray").setLevel(logging.INFO)
+
+
 def _configure_data() -> None:
     import ray
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = os.environ.get("LMSTACK_PROGRESS", "1") != "0"
+    ctx.enable_progress_bars = os.environ.get("LMSTACK_PROGRESS", "1") != "0" and _log_file is None
     ctx.execution_options.preserve_order = True  # deterministic outputs for a given input
     # Ray's default of 200 shuffle partitions costs seconds per groupby on a small cluster.
     cpus = int(ray.cluster_resources().get("CPU", 1))

@@ -37,8 +37,33 @@ def _model_arg(argv: list[str]) -> str | None:
     return None
 
 
+def _quietly(args: argparse.Namespace) -> None:
+    """--quiet: progress and headers go nowhere; the result (print_json) and errors still show."""
+    import contextlib
+    import os
+
+    from lmstack.cli.common import RESULTS
+
+    RESULTS.stream = sys.stdout
+    try:
+        with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+            args.fn(args)
+    finally:
+        RESULTS.stream = None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    if not {"-v", "--verbose"} & set(argv):
+        import os
+
+        # transformers' and the Hub's per-file bars ("Loading weights", "Writing model shards") on every load
+        # and checkpoint; read when they are imported, and inherited by the Ray workers started from here.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        if "transformers" in sys.modules:  # imported already: its switch was read at import
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()
     parser = build_parser()
     try:
         model = _model_arg(argv)
@@ -49,7 +74,10 @@ def main(argv: list[str] | None = None) -> int:
 
             add_task_options(parser, argv[0], model)
         args = parser.parse_args(argv)
-        args.fn(args)
+        if getattr(args, "quiet", False):
+            _quietly(args)
+        else:
+            args.fn(args)
     except USER_ERRORS as err:
         verb = argv[0] if argv else "lmstack"
         print(f"lmstack {verb}: error: {err}", file=sys.stderr)

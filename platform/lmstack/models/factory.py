@@ -46,13 +46,26 @@ def causal_lm_config(cfg: ModelConfig, vocab_size: int, context: int, eos_id: in
     )
 
 
+def causal_loss(model: torch.nn.Module) -> torch.nn.Module:
+    """Name the model's loss: transformers finds it from the class name, and GPT2LMHeadModel's does not
+    end in ForCausalLM, so every forward with labels logged "`loss_type=None` ... unrecognized". The loss
+    is the same next-token cross-entropy that the notice falls back to."""
+    if getattr(model, "loss_type", "ForCausalLM") is None:
+        model.loss_type = "ForCausalLM"
+    return model
+
+
 def load_causal_lm(path: str, **kwargs) -> torch.nn.Module:
-    return load_pretrained(AutoModelForCausalLM, path, **kwargs)
+    return causal_loss(load_pretrained(AutoModelForCausalLM, path, **kwargs))
 
 
 def build_causal_lm(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> torch.nn.Module:
     """A fresh model from the recipe's shape, or the local model at `cfg.path`; with `cfg.impl == "lmstack"`
     lmstack's compact decoder (lmstack.models.gpt), which exports the same transformers directory."""
+    return causal_loss(_build_causal_lm(cfg, vocab_size, context, eos_id))
+
+
+def _build_causal_lm(cfg: ModelConfig, vocab_size: int, context: int, eos_id: int) -> torch.nn.Module:
     if cfg.impl == "lmstack":
         from lmstack.models.gpt import CompactCausalLM
 

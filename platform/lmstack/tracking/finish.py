@@ -34,7 +34,11 @@ def finish_run(recipe: Recipe, run_dir: str, log=print, verb: str | None = None,
             experiment=recipe.tracking.experiment, parent_run_id=parent_run_id,
             log_model=recipe.tracking.log_model, verb=verb)
         done["mlflow_uri"] = uri
-    return {k: v for k, v in done.items() if v}
+    done = {k: v for k, v in done.items() if v}
+    if done.get("report") or done.get("mlflow_run_id"):
+        log(" · ".join(x for x in (done.get("report") and f"report {done['report']}", done.get("mlflow_run_id") and
+                                   f"MLflow run {done['mlflow_run_id']} (lmstack ui mlflow --tracking-uri {uri})") if x))
+    return done
 
 
 def finish_search(recipe: Recipe, root: str, trial_rows: list[dict[str, Any]], log=print) -> dict[str, Any]:

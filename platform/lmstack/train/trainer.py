@@ -20,6 +20,7 @@ from lmstack.train.checkpoint import MODEL_DIR
 from lmstack.train.distill_task import spec_for
 from lmstack.train.local import check_in_process, fit_in_process
 from lmstack.train.prepared import ensure_prepared
+from lmstack.train.progress import follow
 from lmstack.train.worker import train_loop_per_worker
 
 RESUME_KEY = "resume_key.json"
@@ -159,7 +160,8 @@ def train(recipe: Recipe, log=print, finish: bool = True) -> dict[str, Any]:
     runtime.makedirs(run_dir)
     check_resumable(recipe, run_dir, spec)
     runtime.connect()
-    best, best_metrics, metrics = fit(recipe, info, spec, run_dir)
+    with follow(run_dir, recipe.train.max_steps, log):  # the driver prints rank 0's metrics.jsonl rows
+        best, best_metrics, metrics = fit(recipe, info, spec, run_dir)
     best_path = best if isinstance(best, str) else best.path
     model_dir = runtime.join(run_dir, "model")
     lineage = {

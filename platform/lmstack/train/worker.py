@@ -25,6 +25,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         recipe, spec_for(recipe), config["data_info"], device=ray.train.torch.get_device(), rank=rank,
         world=world, wrap=ray.train.torch.prepare_model,
         metrics_log=MetricsLog(config["run_dir"], []) if rank == 0 else None,
+        echo=None,  # the driver prints metrics.jsonl's rows (lmstack.train.progress), once
     )
     resumed = ray.train.get_checkpoint()
     if resumed is None and config.get("init_checkpoint"):  # a PBT exploit (lmstack.tune) starts from a donor
