@@ -88,3 +88,13 @@ def test_speech_manifest_sets_bad_lines_aside(tmp_path):
     assert [r["text"] for r in rows] == ["one two"]
     assert [r["detail"].split(" at ")[0].split(":")[0] for r in rejects] == [
         "not UTF-8", "not JSON", "line 4"]
+
+
+def test_compress_eval_records_set_bad_lines_aside(tmp_path):
+    from lmstack.compress.evaldata import _records
+
+    (tmp_path / "e.jsonl").write_bytes(b'{"text": "fine"}\n{"text": "caf\xe9"}\n' + b"[" * 50_000 + b"\n")
+    rejects = []
+    assert [t for _, t, _ in _records(str(tmp_path / "e.jsonl"), "text", None, rejects)] == ["fine"]
+    assert [r["reason"].split(" at ")[0].split(":")[0] for r in rejects] == ["undecodable bytes (not UTF-8)",
+                                                                             "not JSON"]

@@ -9,6 +9,7 @@ rejects with file, line and reason, for the caller to write beside its report.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 from dataclasses import dataclass, field
@@ -17,6 +18,7 @@ from typing import Any
 import torch
 
 from lmstack.compress.load import CLASSIFIER
+from lmstack.data.read import decoded_lines
 
 
 @dataclass
@@ -43,29 +45,40 @@ def _records(path: str, text_field: str, label_field: str | None, rejects: list[
         rejects.append({"source": path, "line": line, "reason": reason, "raw": raw[:500]})
 
     if path.endswith(".csv"):
-        with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        try:
+            with open(path, newline="", encoding="utf-8") as f:
+                body = f.read()
+        except UnicodeDecodeError as err:  # never U+FFFD in what the model is measured on
+            reject(0, f"not UTF-8 at byte {err.start}", "")
+            return
+        with io.StringIO(body, newline="") as f:
             for line, row in enumerate(csv.DictReader(f), start=2):
                 if not row.get(text_field) or (label_field and not row.get(label_field)):
                     reject(line, f"missing {text_field!r} or {label_field!r}", json.dumps(row, ensure_ascii=False))
                     continue
                 yield line, row[text_field], row.get(label_field) if label_field else None
         return
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line, raw in enumerate(f, start=1):
-            if not raw.strip():
-                continue
-            try:
-                rec = json.loads(raw)
-            except json.JSONDecodeError as err:
-                reject(line, f"not JSON: {err.msg}", raw)
-                continue
-            if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str) or not rec[text_field]:
-                reject(line, f"no text in field {text_field!r}", raw)
-                continue
-            if label_field and rec.get(label_field) is None:
-                reject(line, f"no label in field {label_field!r}", raw)
-                continue
-            yield line, rec[text_field], (str(rec[label_field]) if label_field else None)
+    for line, raw, reason in decoded_lines(path):
+        if reason is not None:
+            reject(line, reason, "")
+            continue
+        if not raw.strip():
+            continue
+        try:
+            rec = json.loads(raw)
+        except RecursionError:
+            reject(line, "not JSON: nested too deeply", raw)
+            continue
+        except ValueError as err:
+            reject(line, f"not JSON: {getattr(err, 'msg', str(err))}", raw)
+            continue
+        if not isinstance(rec, dict) or not isinstance(rec.get(text_field), str) or not rec[text_field]:
+            reject(line, f"no text in field {text_field!r}", raw)
+            continue
+        if label_field and rec.get(label_field) is None:
+            reject(line, f"no label in field {label_field!r}", raw)
+            continue
+        yield line, rec[text_field], (str(rec[label_field]) if label_field else None)
 
 
 def _parquet(path: str, kind: str, max_rows: int) -> EvalData:
@@ -110,8 +123,13 @@ def read_eval_data(path: str, kind: str, tokenizer, config, text_field: str = "t
     if path.endswith((".jsonl", ".json")):
         texts = [t for _, t, _ in _records(path, text_field, None, rejects)]
     else:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            texts = [f.read()]
+        kept = []
+        for line, text, reason in decoded_lines(path):  # lines that are not UTF-8 are set aside, not replaced
+            if reason is None:
+                kept.append(text)
+            else:
+                rejects.append({"source": path, "line": line, "reason": reason, "raw": ""})
+        texts = ["".join(kept)]
     ids: list[int] = []
     for t in texts:  # documents joined with EOS, as lmstack packs them for training
         ids.extend(tokenizer(t, add_special_tokens=False)["input_ids"])
