@@ -98,3 +98,22 @@ def test_compress_eval_records_set_bad_lines_aside(tmp_path):
     assert [t for _, t, _ in _records(str(tmp_path / "e.jsonl"), "text", None, rejects)] == ["fine"]
     assert [r["reason"].split(" at ")[0].split(":")[0] for r in rejects] == ["undecodable bytes (not UTF-8)",
                                                                              "not JSON"]
+
+
+def test_recommend_reader_keeps_records_before_gzip_damage_and_rejects_nasty_json(tmp_path):
+    from lmstack.tasks.recommend.data import Columns, read_file
+
+    body = b"".join(b'{"user": "u%d", "item": "i%d"}\n' % (i, i) for i in range(4000))
+    data = gzip.compress(body, mtime=0)
+    (tmp_path / "cut.jsonl.gz").write_bytes(data[: len(data) // 2])
+    rows = list(read_file(str(tmp_path / "cut.jsonl.gz"), "auto", Columns()))
+    kept = [r["user"] for r in rows if not r["reject"]]
+    assert len(kept) > 1000 and kept == [f"u{i}" for i in range(len(kept))]
+    assert [r["reject"].split(" after")[0] for r in rows if r["reject"]] == ["damaged gzip"]
+
+    (tmp_path / "x.jsonl").write_bytes(b'{"user": "a", "item": "b"}\n' + b"[" * 50_000 + b"\n"
+                                       + b'{"user": "\\ud800", "item": "b"}\n' + b'{"user": 1' + b"0" * 5000 + b"}\n")
+    rows = list(read_file(str(tmp_path / "x.jsonl"), "auto", Columns()))
+    assert [r["user"] for r in rows if not r["reject"]] == ["a"]
+    assert [r["reject"].split(":")[0] for r in rows if r["reject"]] == [
+        "malformed JSON", "column 'user' is empty, null or not an id", "malformed JSON"]

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lmstack.data.read import file_format
+from lmstack.data.read import ByteStream, file_format
 from lmstack.runtime import filesystem
 
 FORMATS = ("text", "jsonl", "csv", "parquet")
@@ -66,6 +66,10 @@ def _scalar_id(value: Any) -> str | None:
             return None
         value = int(value)
     text = str(value).strip()
+    try:
+        text.encode("utf-8")  # a JSON "\\ud800" id parses, then fails in pyarrow
+    except UnicodeEncodeError:
+        return None
     return text or None
 
 
@@ -84,12 +88,6 @@ def _record(values: dict[str, Any], cols: Columns, file: int, line: int, raw: st
             return _bad(file, line, f"column {cols.time!r} is not a timestamp", raw)
         ts = parsed
     return _row(user, item, ts, file, line)
-
-
-def _read_bytes(path: str) -> bytes:
-    fs, p = filesystem(path)
-    with fs.open_input_stream(p) as f:  # pyarrow decompresses .gz by extension
-        return f.read()
 
 
 def _lines(data: bytes) -> Iterator[tuple[int, str | None, bytes]]:
@@ -131,8 +129,11 @@ def read_jsonl(data: bytes, cols: Columns, file: int) -> Iterator[dict[str, Any]
             continue
         try:
             record = json.loads(text)
-        except json.JSONDecodeError as err:
-            yield _bad(file, i, f"malformed JSON: {err.msg}", text)
+        except RecursionError:
+            yield _bad(file, i, "malformed JSON: nested too deeply", text)
+            continue
+        except ValueError as err:  # JSONDecodeError, and ints over Python's digit limit
+            yield _bad(file, i, f"malformed JSON: {getattr(err, 'msg', str(err))}", text)
             continue
         if not isinstance(record, dict):
             yield _bad(file, i, "not a JSON object", text)
@@ -185,9 +186,14 @@ def read_file(path: str, fmt: str, cols: Columns, file: int = 0) -> Iterator[dic
             fs, p = filesystem(path)
             yield from _table_rows(pq.read_table(p, filesystem=fs), cols, file, 0)
             return
-        data = _read_bytes(path)
+        stream = ByteStream(path)  # a .gz streamed: damage keeps the records before it
+        data = b"".join(stream.chunks())
+        if stream.damage:
+            data = data[: data.rfind(b"\n") + 1]  # the record cut by the damage is part of it
         reader = {"text": read_text, "jsonl": read_jsonl, "csv": read_csv}[fmt]
         yield from reader(data, cols, file)
+        if stream.damage:
+            yield _bad(file, data.count(b"\n") + 1, stream.damage, path)
     except (OSError, pa.ArrowException, EOFError) as err:
         yield _bad(file, 0, f"unreadable {fmt} file: {err}", path)
 
