@@ -46,7 +46,7 @@ def curves(rows: list[dict[str, Any]], keys: list[str], title: str, ylabel: str 
     if not series:
         return None
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.4))
+    fig, ax = plt.subplots(figsize=(5.0, 3.0))
     for key, points in series.items():
         xs, ys = zip(*points, strict=True)
         ax.plot(xs, ys, marker="o" if len(xs) < 30 else None, markersize=3, label=key)

@@ -86,7 +86,8 @@ def show_model(name: str, uri: str | None = None) -> dict[str, Any]:
 
 
 def promote(name: str, version: int, alias: str = "production", uri: str | None = None) -> dict[str, Any]:
-    """Point `alias` at `version` (a served models:/NAME@ALIAS picks it up on its next resolve)."""
+    """Point `alias` at `version`: a later `lmstack serve models:/NAME@ALIAS` serves it (a server already
+    running keeps the version it resolved at start)."""
     from mlflow.exceptions import MlflowException
 
     c = mlflow_log.client(uri or default_store())

@@ -35,7 +35,7 @@ td,th{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:to
 th{background:#f5f5f5}td.num{text-align:right;font-variant-numeric:tabular-nums}
 img{max-width:100%;height:auto;border:1px solid #eee;margin:.4em 0}
 pre{background:#f7f7f7;padding:.8em;overflow-x:auto;white-space:pre-wrap}
-.grid{display:flex;flex-wrap:wrap;gap:1em}.grid>div{flex:1 1 480px}
+.grid{display:flex;flex-wrap:wrap;gap:1em}.grid>div{flex:1 1 420px}
 """
 
 
@@ -270,7 +270,7 @@ def comparison_html(runs: list[RunRecord]) -> str:
     cells = []
     for metric in metrics:
         plt = pyplot()
-        fig, ax = plt.subplots(figsize=(6.4, 3.4))
+        fig, ax = plt.subplots(figsize=(5.0, 3.0))
         drawn = False
         for name, r in zip(names, runs, strict=True):
             pts = [(x["step"], x[metric]) for x in r.rows if isinstance(x.get(metric), (int, float)) and "step" in x]
