@@ -129,7 +129,9 @@ class ByteStream:
     def chunks(self) -> Iterator[bytes]:
         try:
             fs, p = filesystem(self.path)
-            with fs.open_input_stream(p, compression=None) as f:
+            # .gz: decompressed here, chunk by chunk (damage keeps what came before); other codecs pyarrow
+            # knows by extension (.bz2, .zst, .lz4) are streamed by pyarrow.
+            with fs.open_input_stream(p, compression=None if self._gz else "detect") as f:
                 source = self._gunzip(f) if self._gz else iter(lambda: f.read(_OUT_CHUNK), b"")
                 for chunk in source:
                     self.consumed += len(chunk)
