@@ -40,6 +40,7 @@ def tiny_recipe(tmp: Path, data: Path, **train) -> object:
         "data": {"paths": [str(data)], "block_size": 32, "val_fraction": 0.2},
         "tokenizer": {"kind": "char"},
         "model": {"family": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16},
+        "tracking": False,  # MLflow costs seconds per run; tests whose subject it is turn it on
         "train": {
             "num_workers": 2, "batch_size": 4, "max_steps": 20, "lr": 3e-3, "min_lr": 3e-4,
             "warmup_steps": 2, "eval_every": 10, "eval_batches": 4, "log_every": 5, **train,
@@ -71,6 +72,7 @@ def classify_recipe(tmp: Path, data_path: Path, **sections) -> object:
         "data": {"paths": [str(data_path)], "val_fraction": 0.25},
         "tokenizer": {"kind": "char"},
         "classify": {"max_length": 24},
+        "tracking": False,
         "model": {"family": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 16},
         "train": {"num_workers": 1, "batch_size": 8, "max_steps": 8, "lr": 3e-3, "min_lr": 3e-4,
                   "warmup_steps": 1, "eval_every": 8, "eval_batches": 10, "log_every": 4, "keep_checkpoints": 1},

@@ -19,8 +19,9 @@ LMSTACK = [sys.executable, "-m", "lmstack"]
 def test_train_console_is_short_and_shows_progress_and_the_summary(tmp_path):
     data = make_corpus(tmp_path / "corpus")
     recipe = tiny_recipe(tmp_path, data, num_workers=1)  # 20 steps, a log row every 5, an eval every 10
+    raw = {**recipe.model_dump(mode="json"), "tracking": {"enabled": True}}
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump(recipe.model_dump(mode="json")))
+    path.write_text(yaml.safe_dump(raw))
     out = subprocess.run([*LMSTACK, "train", str(path)], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-3000:]
     lines = (out.stdout + out.stderr).splitlines()
