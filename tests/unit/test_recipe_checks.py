@@ -80,3 +80,25 @@ def test_an_empty_split_is_one_line_before_training(tmp_path, no_cluster):
         ensure_prepared(recipe, spec)
     runtime.write_json(data_manifest_path(recipe), {**manifest, "blocks": {"train": 12, "val": 3}})
     assert ensure_prepared(recipe, spec)["blocks"]["val"] == 3
+
+
+def test_a_user_error_raised_in_a_ray_worker_is_still_one_line(monkeypatch, capsys):
+    import argparse
+
+    from ray.train.v2.api.exceptions import WorkerGroupError
+
+    import lmstack.cli as cli
+
+    inner = RecipeError("model.path /m: vocabulary 10 is not the translate tokenizer's (20)")
+    wrapped = WorkerGroupError("Training failed due to worker errors", {0: inner})
+    assert cli.user_error(wrapped) is inner
+    assert cli.user_error(RuntimeError("a bug")) is None
+
+    def verb(_):
+        raise wrapped
+
+    parser = argparse.ArgumentParser()
+    parser.set_defaults(fn=verb)
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    assert cli.main([]) == 2
+    assert capsys.readouterr().err == f"lmstack lmstack: error: {inner}\n"

@@ -52,6 +52,25 @@ def _quietly(args: argparse.Namespace) -> None:
         RESULTS.stream = None
 
 
+def user_error(err: BaseException) -> BaseException | None:
+    """The user error behind `err`, if any: a RecipeError raised in a Ray worker reaches the driver wrapped
+    (RayTaskError.cause, Train's WorkerGroupError.worker_failures, __cause__); it is still one line."""
+    seen: set[int] = set()
+    todo = [err]
+    while todo:
+        e = todo.pop(0)
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        cause = getattr(e, "cause", None)
+        if isinstance(e, USER_ERRORS) and not isinstance(cause, BaseException):
+            return e
+        todo += [cause, e.__cause__, e.__context__, getattr(e, "controller_failure", None),
+                 *getattr(e, "worker_failures", {}).values()]
+        todo = [t for t in todo if isinstance(t, BaseException)]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not {"-v", "--verbose"} & set(argv):
@@ -78,8 +97,11 @@ def main(argv: list[str] | None = None) -> int:
             _quietly(args)
         else:
             args.fn(args)
-    except USER_ERRORS as err:
+    except Exception as err:  # noqa: BLE001 - a user error (possibly wrapped by Ray) is one line; the rest re-raise
+        found = user_error(err)
+        if found is None:
+            raise
         verb = argv[0] if argv else "lmstack"
-        print(f"lmstack {verb}: error: {err}", file=sys.stderr)
+        print(f"lmstack {verb}: error: {found}", file=sys.stderr)
         return 2
     return 0
