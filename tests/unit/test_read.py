@@ -202,3 +202,16 @@ def test_a_damaged_parquet_file_is_one_reject(tmp_path):
     (tmp_path / "p.parquet").write_bytes(data[:-12])  # footer gone
     out = rows(tmp_path / "p.parquet", "parquet")
     assert len(out) == 1 and out[0]["reject"].startswith("damaged file")
+
+
+@pytest.mark.parametrize("name, data", [("e.txt", b""), ("e.jsonl", b""), ("e.csv", b""),
+                                        ("e.txt.gz", gzip.compress(b""))])
+def test_an_empty_file_is_one_counted_reject(tmp_path, name, data):
+    (tmp_path / name).write_bytes(data)
+    out = rows(tmp_path / name, {"e.txt": "text", "e.jsonl": "jsonl", "e.csv": "csv", "e.txt.gz": "text"}[name])
+    assert [(r["reject"], r["nbytes"]) for r in out] == [("empty file", 0)]
+
+
+def test_an_empty_parquet_table_is_one_counted_reject(tmp_path):
+    pq.write_table(pa.table({"text": pa.array([], pa.string())}), tmp_path / "e.parquet")
+    assert [r["reject"] for r in rows(tmp_path / "e.parquet", "parquet")] == ["empty file"]

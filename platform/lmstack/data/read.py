@@ -449,6 +449,9 @@ def read_file(path: str, fmt: str, field: str, unit: str, limit: int | None,
         records += 1
         nbytes += row["nbytes"]
         yield row
+    if records == 0:  # an empty file (or table) is still listed in the accounting, as one reject
+        records += 1
+        yield _row(path, 0, "", 0, "empty file")
     if src is not None and nbytes != src.stream.consumed:
         raise AccountingError(f"{path}: rows hold {nbytes} bytes but {src.stream.consumed} were read")
     if tally is not None:
