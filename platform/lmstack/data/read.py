@@ -184,27 +184,36 @@ class _Source:
 
     def lines(self) -> Iterator[tuple[int, bytes]]:
         chunks = self.stream.chunks()
-        self.taken, buf = 0, b""
+        self.taken = 0
+        parts: list[bytes] = []  # the unterminated line so far, joined only at its newline (no quadratic copy)
+        pending = 0
         for chunk in chunks:
-            buf += chunk
-            if b"\n" in chunk:
-                *complete, buf = buf.split(b"\n")
-                for k, part in enumerate(complete):
-                    if self._over(len(part) + 1):
-                        unread = sum(len(p) + 1 for p in complete[k:]) + len(buf)
-                        self.rest = unread + sum(len(c) for c in chunks)
-                        return
-                    self.taken += len(part) + 1
-                    yield self.next_line, part + b"\n"
-                    self.next_line += 1
-            if self._over(len(buf)):
-                self.rest = len(buf) + sum(len(c) for c in chunks)
+            if b"\n" not in chunk:
+                parts.append(chunk)
+                pending += len(chunk)
+                if self._over(pending):
+                    self.rest = pending + sum(len(c) for c in chunks)
+                    return
+                continue
+            *complete, tail = (b"".join(parts) + chunk).split(b"\n")
+            parts, pending = [tail], len(tail)
+            for k, part in enumerate(complete):
+                if self._over(len(part) + 1):
+                    unread = sum(len(p) + 1 for p in complete[k:]) + pending
+                    self.rest = unread + sum(len(c) for c in chunks)
+                    return
+                self.taken += len(part) + 1
+                yield self.next_line, part + b"\n"
+                self.next_line += 1
+            if self._over(pending):
+                self.rest = pending + sum(len(c) for c in chunks)
                 return
-        if buf and self.stream.damage:
-            self.partial = buf
-        elif buf:
-            self.taken += len(buf)
-            yield self.next_line, buf
+        last = b"".join(parts)
+        if last and self.stream.damage:
+            self.partial = last
+        elif last:
+            self.taken += len(last)
+            yield self.next_line, last
             self.next_line += 1
 
     def tail_rows(self) -> Iterator[dict[str, Any]]:
@@ -213,7 +222,7 @@ class _Source:
                        f"{OVER_LIMIT} ({self.limit}): {self.rest} bytes not read")
         if self.stream.damage:
             text = self.partial.decode("utf-8", "replace")
-            yield _row(self.path, self.next_line + 1, text, len(self.partial), self.stream.damage)
+            yield _row(self.path, self.next_line + bool(self.rest), text, len(self.partial), self.stream.damage)
 
 
 def _undecodable(err: UnicodeDecodeError, raw: bytes | None = None) -> str:
