@@ -7,6 +7,7 @@ independent and run in parallel).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from typing import Any
 
@@ -87,3 +88,18 @@ class TokenizePack:
             out = {"split": ["none"], "input_ids": [np.zeros(self.block_size, dtype=np.int32)]}
             out.update({k: [v] for k, v in stats.items()})
         return out
+
+
+@functools.lru_cache(maxsize=4)
+def _packer(tokenizer_dir: str, block_size: int, val_fraction: float, split: str, folds: int | None, fold: int,
+            prepare_id: str) -> TokenizePack:
+    return TokenizePack(tokenizer_dir, block_size, val_fraction, split, folds, fold)
+
+
+def tokenize_pack(batch: dict[str, Any], tokenizer_dir: str, block_size: int, val_fraction: float, split: str,
+                  folds: int | None = None, fold: int = 0, prepare_id: str = "") -> dict[str, Any]:
+    """TokenizePack as a Ray Data task body. The tokenizer loads once per worker process (Ray reuses them
+    across tasks) and once per prepare (`prepare_id`: a re-prepare writes a new tokenizer to the same
+    path). Tasks, not an actor pool: Ray puts an actor pool's constructor arguments in the object store
+    and warned on every prepare that restarting its actors depends on them."""
+    return _packer(tokenizer_dir, block_size, val_fraction, split, folds, fold, prepare_id)(batch)

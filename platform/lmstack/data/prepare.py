@@ -7,6 +7,7 @@ rejects/ (JSON lines: source, line, reason, raw text) and manifest.json with eve
 from __future__ import annotations
 
 import time
+import uuid
 import warnings
 from collections import Counter
 from typing import Any
@@ -15,7 +16,7 @@ from lmstack import runtime
 from lmstack.config import Recipe
 from lmstack.data.clean import RULES, clean_batch
 from lmstack.data.dedup import exact_duplicate_ids, near_duplicate_ids
-from lmstack.data.pack import TokenizePack
+from lmstack.data.pack import tokenize_pack
 from lmstack.data.read import AccountingError, DataSourceError, read_documents
 from lmstack.data.tokenizer import build_tokenizer
 
@@ -100,11 +101,12 @@ def prepare(recipe: Recipe, log=print, prepare_hash: str | None = None) -> dict[
 
     workers = max(1, min(4, int(_cpus())))
     packed = kept.map_batches(
-        TokenizePack,
-        fn_constructor_args=(tok_dir, cfg.block_size, cfg.val_fraction, cfg.split, cfg.folds, cfg.fold),
+        tokenize_pack,
+        fn_kwargs={"tokenizer_dir": tok_dir, "block_size": cfg.block_size, "val_fraction": cfg.val_fraction,
+                   "split": cfg.split, "folds": cfg.folds, "fold": cfg.fold, "prepare_id": uuid.uuid4().hex},
         batch_size=512,
         batch_format="numpy",
-        compute=_actor_pool(workers),
+        compute=_task_pool(workers),
     ).materialize()
     stats = {k: int(v) for k, v in zip(_STAT_KEYS, _sums(packed), strict=True)}
     for split in ("train", "val"):
@@ -197,8 +199,8 @@ def _cpus() -> float:
     return ray.cluster_resources().get("CPU", 1)
 
 
-def _actor_pool(size: int):
+def _task_pool(size: int):
     import ray.data
 
-    return ray.data.ActorPoolStrategy(min_size=1, max_size=size)
+    return ray.data.TaskPoolStrategy(size=size)
 
