@@ -277,7 +277,7 @@ def decoded_lines(path: str, limit: int | None = None) -> Iterator[tuple[int, st
 def _json_text(chunk: bytes, field: str) -> tuple[str | None, str | None]:
     """(text, None) or (None, reason) for one JSON line."""
     try:
-        record = json.loads(chunk)
+        record = json.loads(chunk.decode("utf-8"))  # decoded first: loads(bytes) sniffs the encoding per line
     except UnicodeDecodeError as err:
         return None, _undecodable(err, chunk)
     except RecursionError:
