@@ -32,7 +32,7 @@ def test_train_console_is_short_and_shows_progress_and_the_summary(tmp_path):
     assert [int(re.match(r"step (\d+)", s).group(1)) for s in steps] == [5, 10, 15, 20], text
     assert sum("eval: val_loss" in s for s in steps) == 2  # one metrics line per evaluation
     for noise in ("RayTrainWorker", "TrainController", "logging_progress", "streaming_executor", "Execution plan",
-                  "loss_type", "Loading weights", "Token authentication"):
+                  "loss_type", "Loading weights", "Token authentication", "constructor arguments"):
         assert noise not in text, noise
     summary = json.loads(text[text.index("\n{") + 1: text.rindex("}") + 1])
     run_dir = tmp_path / "run"

@@ -39,7 +39,12 @@ def connect(args: argparse.Namespace) -> None:
 
 def print_json(obj: Any) -> None:
     """The verb's result (the closing summary): printed even under --quiet."""
-    print(json.dumps(obj, indent=2, default=str), file=RESULTS.stream or sys.stdout)
+    print_result(json.dumps(obj, indent=2, default=str))
+
+
+def print_result(text: str) -> None:
+    """A verb's result on stdout, even under --quiet."""
+    print(text, file=RESULTS.stream or sys.stdout)
 
 
 class RESULTS:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from lmstack.cli.common import add_verb, connect, print_json, recipe_from_args
+from lmstack.cli.common import add_verb, connect, print_json, print_result, recipe_from_args
 from lmstack.config import dump_recipe
 
 
@@ -63,13 +63,13 @@ def _evaluate_file(args: argparse.Namespace) -> None:
         raise FileNotFoundError("evaluate: give a recipe, or both --model DIR and --data FILE")
     task = model_task(args.model)
     # One JSON object on the last line, so scripts can read the metrics with `tail -1`.
-    print(json.dumps(get_spec(task).evaluate_file(args.model, args.data, **task_options(args, task))))
+    print_result(json.dumps(get_spec(task).evaluate_file(args.model, args.data, **task_options(args, task))))
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
     from lmstack.models.generate import generate
 
-    print(generate(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
+    print_result(generate(args.model, args.prompt, args.max_new_tokens, args.temperature, args.top_k, args.seed))
 
 
 def cmd_quickstart(args: argparse.Namespace) -> None:
