@@ -136,3 +136,18 @@ def test_cli_refuses_an_open_bind_before_any_cluster(tmp_path):
                          capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode != 0 and "Traceback" not in out.stderr
     assert out.stderr.strip().splitlines()[-1].startswith("lmstack serve: error: serving on 0.0.0.0")
+
+
+def test_the_built_app_pins_ingress_to_the_head_and_bounds_model_queues(tmp_path):
+    """Ingress replicas share one feedback.sqlite only if they share a node: all go to the head. Each
+    model deployment queues at most limits.max_queued_requests (then 503), never without limit."""
+    from lmstack.serve.app import build_app
+
+    (tmp_path / "lmstack_model.json").write_text('{"task": "lm"}')
+    app = build_app({"models": [{"name": "m", "path": str(tmp_path)}], "api_key": KEY,
+                     "limits": {"max_queued_requests": 7}})
+    ingress = app._bound_deployment
+    assert ingress.ray_actor_options["resources"] == {"node:__internal_head__": 0.001}
+    args, handles = ingress.init_args[0], ingress.init_args[1]
+    assert args["api_key"] is None and args["api_key_sha256"] == hashlib.sha256(KEY.encode()).hexdigest()
+    assert handles["m"]._bound_deployment._deployment_config.max_queued_requests == 7
