@@ -188,7 +188,10 @@ def write_text(path: str, text: str) -> None:
         tmp = f"{p}.tmp-{os.getpid()}"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # the rename must not publish a file whose bytes are still in the page cache
         os.replace(tmp, p)
+        _fsync_dir(os.path.dirname(p))
         return
     with fs.open_output_stream(p) as f:  # object stores publish on close
         f.write(text.encode("utf-8"))
