@@ -64,3 +64,15 @@ def test_a_reader_and_a_killed_publisher_see_only_whole_directories(tmp_path):
         os.kill(child.pid, signal.SIGKILL)  # mid-write, at whatever point it had reached
         child.wait()
     assert _whole(dest)
+
+
+def test_replaced_directories_go_once_their_grace_period_has_passed(tmp_path, monkeypatch):
+    monkeypatch.setattr(runtime, "_REPLACED_GRACE_S", 0)
+    for i in range(3):
+        staged = tmp_path / f"s{i}"
+        staged.mkdir()
+        (staged / "lmstack_model.json").write_text(str(i))
+        runtime.publish_dir(str(staged), str(tmp_path / "model"))
+    left = sorted(os.listdir(tmp_path))
+    assert len(left) == 2 and left[0].startswith(".replaced-model-") and left[1] == "model"
+    assert (tmp_path / "model" / "lmstack_model.json").read_text() == "2"
