@@ -33,6 +33,7 @@ def search_recipe(prepared, run_dir, **tune):
     raw["data"]["output"] = prepared.data_dir()
     raw["train"].update(max_steps=20, eval_every=5, log_every=5, min_lr=1e-6, warmup_steps=0)
     raw["tune"] = {"metric": "val_loss", "mode": "min", "max_concurrent": 2, **tune}
+    raw["tracking"] = {"enabled": True}  # a search is a parent MLflow run with a child per trial
     return validate_recipe(raw, "test")
 
 
@@ -64,6 +65,22 @@ def test_asha_grid_finds_the_better_lr_and_stops_trials_early(asha_search):
     # Only the best trial is exported.
     assert os.path.exists(os.path.join(summary["model_dir"], "model.safetensors"))
     assert not any(os.path.exists(os.path.join(recipe.run_dir, "trials", t, "model")) for t in starts(recipe.run_dir))
+
+
+def test_search_writes_its_report_and_mlflow_parent_and_trial_runs(asha_search):
+    from lmstack.tracking.mlflow_log import client, recipe_uri
+
+    recipe, summary = asha_search
+    root = recipe.resolved_run_dir()
+    page = open(os.path.join(root, "report.html"), encoding="utf-8").read()
+    assert "<h2>Search</h2>" in page and page.count("data:image/png;base64,") >= 2  # the search's plots
+    c = client(recipe_uri(recipe, root))
+    runs = c.search_runs([e.experiment_id for e in c.search_experiments()])
+    parent = next(r for r in runs if r.data.tags.get("verb") == "tune")
+    trials = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(trials) == summary["trials"] == 4
+    assert {r.data.params["search.train.lr"] for r in trials} == {"0.01", "1e-05", "2e-05", "3e-05"}
+    assert all(c.get_metric_history(r.info.run_id, "val_loss") for r in trials)
 
 
 def test_finished_search_resumes_without_rerunning(asha_search):

@@ -233,6 +233,7 @@ def run_html(run: RunRecord) -> str:
             "<h2>Results</h2>", table(key_figures(s))]
     if run.rows:
         body += ["<h2>Training</h2>", *training_images(run.rows)]
+    body += search_parts(s)
     parts = get_spec(task).report_parts(run)
     if parts:
         body += ["<h2>Task figures</h2>", *(part_html(p) for p in parts)]
@@ -243,6 +244,23 @@ def run_html(run: RunRecord) -> str:
         body.append("<details><summary>recipe</summary><pre>"
                     f"{html.escape(yaml.safe_dump(run.recipe, sort_keys=False))}</pre></details>")
     return page(f"{name}: lmstack report", body)
+
+
+def search_parts(summary: dict[str, Any]) -> list[str]:
+    """A search's trials table (trials.csv) and its plots (metric per step and per searched value)."""
+    import csv
+    import io
+
+    out = []
+    if summary.get("trials_csv") and runtime.exists(summary["trials_csv"]):
+        rows = list(csv.reader(io.StringIO(runtime.read_text(summary["trials_csv"]))))
+        cut = rows[0].index("checkpoint") if "checkpoint" in rows[0] else None
+        out += ["<h2>Search</h2>", table([r[:cut] for r in rows[:51]])]
+    for path in summary.get("plots") or []:
+        if runtime.exists(path) and not runtime.is_uri(path):
+            with open(path, "rb") as f:
+                out.append(image(f.read(), os.path.basename(path)))
+    return out
 
 
 def write_report(run_dir: str) -> str:
