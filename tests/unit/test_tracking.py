@@ -132,3 +132,17 @@ def test_mlflow_ui_answers_a_runs_page_over_http(tracked):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+def test_the_tracking_section_is_checked_with_the_recipe():
+    from lmstack.config import RecipeError
+
+    base = {"name": "t", "data": {"paths": ["x.txt"]}}
+    assert validate_recipe({**base, "tracking": False}, "r").tracking.enabled is False
+    assert validate_recipe({**base, "tracking": {"uri": "http://mlflow:5000"}}, "r").tracking.uri
+    for bad, msg in (({"uri": "ftp://x"}, "tracking.uri: Value error, unknown tracking store scheme"),
+                     ({"url": "x"}, "tracking.url: unknown key")):
+        with pytest.raises(RecipeError, match=msg):
+            validate_recipe({**base, "tracking": bad}, "r")
+    # Where a run is recorded is not part of what it computes: the recipe hash ignores the section.
+    assert validate_recipe({**base, "tracking": False}, "r").fingerprint() == validate_recipe(base, "r").fingerprint()
