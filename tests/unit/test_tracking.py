@@ -89,6 +89,11 @@ def test_register_promote_and_resolve_by_alias(tracked, capsys):
     shown = json.loads(capsys.readouterr().out)
     assert shown["aliases"] == {"production": 2}
     assert [v["data_manifest_hash"] for v in shown["versions"]] == [f"p{0:015d}", f"p{1:015d}"]
+    # A server following models:/tiny-lm@production sees the promotion as a move to version 2 (then swaps).
+    from lmstack.tracking.registry import moved
+
+    assert moved({"tiny-lm": ("models:/tiny-lm@production", "1")}, uri) == [("tiny-lm", second, "2")]
+    assert moved({"tiny-lm": ("models:/tiny-lm@production", "2")}, uri) == []
     assert main(["models", "promote", "tiny-lm", "9", "--tracking-uri", uri]) == 2  # one line, no traceback
     with pytest.raises(FileNotFoundError):
         resolve("models:/tiny-lm@staging", uri)

@@ -21,14 +21,19 @@ def cmd_serve(args: argparse.Namespace) -> None:
     if len(names) > len(args.models):
         raise SystemExit("lmstack serve: error: more --name than model directories")
     models = []
+    registry = None  # the store that models:/ references resolve through
+    followed: dict[str, tuple[str, str]] = {}  # served name -> (models:/ reference, version served)
     for i, path in enumerate(args.models):
         name, version = names[i] if i < len(names) else None, None
         if path.startswith("models:/"):  # a registry reference: its alias or version picks the directory
             from lmstack.tracking.mlflow_log import store_uri
             from lmstack.tracking.registry import resolve
 
-            path, registered, version = resolve(path, args.tracking_uri and store_uri(args.tracking_uri))
+            registry = args.tracking_uri and store_uri(args.tracking_uri)
+            ref = path
+            path, registered, version = resolve(ref, registry)
             name = name or registered
+            followed[name] = (ref, version)
         models.append({"name": name or default_name(path), "path": path,
                        **({"version": version} if version else {}), "num_cpus": args.num_cpus, "num_gpus": args.num_gpus,
                        "batching": {"enabled": args.max_batch_size > 1, "max_batch_size": args.max_batch_size,
@@ -53,9 +58,24 @@ def cmd_serve(args: argparse.Namespace) -> None:
           flush=True)
     try:
         while True:
-            time.sleep(3600)
+            time.sleep(args.registry_poll_s if followed else 3600)
+            if followed:
+                settings = _follow_registry(settings, followed, registry)
     except KeyboardInterrupt:
         serve.delete(APP_NAME)
+
+
+def _follow_registry(settings, followed: dict[str, tuple[str, str]], registry: str | None):
+    """A promotion (`lmstack models promote NAME V --alias A`) of a served models:/NAME@A swaps the served
+    weights through Serve's version swap: no restart, requests keep flowing."""
+    from lmstack.serve.app import swap_model
+    from lmstack.tracking.registry import moved
+
+    for name, path, version in moved(followed, registry):
+        settings = swap_model(settings, name, path, version)
+        followed[name] = (followed[name][0], version)
+        print(f"{name}: now serving version {version} ({path})", flush=True)
+    return settings
 
 
 def cmd_feedback_export(args: argparse.Namespace) -> None:
@@ -71,6 +91,8 @@ def register(verbs) -> None:
                    help="exported model directories, or registry references models:/NAME@ALIAS, models:/NAME/VERSION")
     p.add_argument("--tracking-uri", help="registry store for models:/ references (default: MLFLOW_TRACKING_URI, "
                    "else runs/mlruns)")
+    p.add_argument("--registry-poll-s", type=float, default=15.0,
+                   help="how often a models:/NAME@ALIAS reference is resolved again (a promotion swaps the model)")
     p.add_argument("--name", action="append", help="model name, once per MODEL_DIR in order (default: run name)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--host", default="127.0.0.1",

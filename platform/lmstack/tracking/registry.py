@@ -86,8 +86,8 @@ def show_model(name: str, uri: str | None = None) -> dict[str, Any]:
 
 
 def promote(name: str, version: int, alias: str = "production", uri: str | None = None) -> dict[str, Any]:
-    """Point `alias` at `version`: a later `lmstack serve models:/NAME@ALIAS` serves it (a server already
-    running keeps the version it resolved at start)."""
+    """Point `alias` at `version`: `lmstack serve models:/NAME@ALIAS` serves it, and a server already
+    following that reference swaps to it at its next poll (--registry-poll-s)."""
     from mlflow.exceptions import MlflowException
 
     c = mlflow_log.client(uri or default_store())
@@ -136,3 +136,15 @@ def local_copy(source: str, name: str, version: str, uri: str) -> str:
     if not runtime.exists(os.path.join(dest, "model", MODEL_MANIFEST)):
         mlflow.artifacts.download_artifacts(artifact_uri=source, dst_path=dest, tracking_uri=uri)
     return os.path.join(dest, "model")
+
+
+def moved(served: dict[str, tuple[str, str]], uri: str | None = None) -> list[tuple[str, str, str]]:
+    """The served models whose registry reference now names another version (an alias promoted):
+    `served` maps a served name to (models:/ reference, version served); returns (name, directory,
+    version) for each that moved, for the server's version swap."""
+    out = []
+    for name, (ref, version) in served.items():
+        path, _, now = resolve(ref, uri)
+        if now != version:
+            out.append((name, path, now))
+    return out
