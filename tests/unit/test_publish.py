@@ -76,3 +76,28 @@ def test_replaced_directories_go_once_their_grace_period_has_passed(tmp_path, mo
     left = sorted(os.listdir(tmp_path))
     assert len(left) == 2 and left[0].startswith(".replaced-model-") and left[1] == "model"
     assert (tmp_path / "model" / "lmstack_model.json").read_text() == "2"
+
+
+def test_a_prepare_that_dies_half_way_leaves_no_manifest_train_would_accept(tmp_path, monkeypatch):
+    """The manifest is the commit marker of prepared data: a re-prepare removes the old one first and
+    writes the new one last, so a crash in between leaves none (train then prepares again)."""
+    from builders import make_corpus, tiny_recipe
+
+    from lmstack.artifacts import data_manifest_path, read_data_manifest
+    from lmstack.tasks import get_spec
+    from lmstack.train.prepared import prepare_fresh
+
+    recipe = tiny_recipe(tmp_path, make_corpus(tmp_path / "c", docs=3))
+    runtime.write_json(data_manifest_path(recipe), {"prepare_hash": "old", "blocks": {"train": 1, "val": 1}})
+    spec = get_spec("lm")
+
+    def dies(*_, **__):
+        raise KeyboardInterrupt  # the process is stopped mid-prepare
+
+    monkeypatch.setattr(runtime, "connect", lambda *_, **__: None)
+    monkeypatch.setattr(type(spec), "prepare", dies)
+    try:
+        prepare_fresh(recipe, spec)
+    except KeyboardInterrupt:
+        pass
+    assert read_data_manifest(recipe) is None
