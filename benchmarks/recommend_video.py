@@ -41,7 +41,7 @@ def recipe_for(args: argparse.Namespace, arch: str, data_dir: str) -> Any:
         "train": {"batch_size": args.batch_size, "lr": args.lr, "weight_decay": args.weight_decay,
                   "max_steps": args.max_steps, "warmup_steps": min(args.warmup, args.max_steps)},
         "recommend": {"arch": arch, "max_len": args.max_len, "loss": args.loss,
-                      "num_negatives": args.negatives},
+                      "num_negatives": args.negatives, "val_holdout": args.val_holdout},
     }, "benchmark")
 
 
@@ -153,6 +153,9 @@ def main() -> None:
     ap.add_argument("--work", default=os.path.join(tempfile.gettempdir(), "recommend_video"))
     ap.add_argument("--archs", default="popularity,sasrec,gru4rec")
     ap.add_argument("--max-len", type=int, default=50)
+    ap.add_argument("--val-holdout", type=float, default=1.0,
+                    help="share of users whose validation target is held out (recommend.val_holdout); "
+                         "the others train on it")
     ap.add_argument("--d", type=int, default=64)
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--gru-layers", type=int, default=1)
@@ -182,7 +185,7 @@ def main() -> None:
     from lmstack import runtime
     from lmstack.tasks import get_spec
 
-    data_dir = os.path.join(args.work, f"data_len{args.max_len}")
+    data_dir = os.path.join(args.work, f"data_len{args.max_len}_holdout{args.val_holdout:g}")
     recipe = recipe_for(args, "sasrec", data_dir)
     spec = get_spec("recommend")
     manifest = os.path.join(data_dir, "manifest.json")

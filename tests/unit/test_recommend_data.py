@@ -12,7 +12,7 @@ import pytest
 
 from lmstack.tasks.recommend.data import Columns, read_file, read_sequences, user_sequences
 from lmstack.tasks.recommend.metrics import FIRST_ITEM, PAD, UNK
-from lmstack.tasks.recommend.prepare import _Encode, leave_one_out, left_pad, pack, vocabulary
+from lmstack.tasks.recommend.prepare import _Encode, holds_out_val, leave_one_out, left_pad, pack, vocabulary
 
 
 def _rows(path, fmt="auto", cols=Columns()):
@@ -142,6 +142,35 @@ def test_encode_builds_candidates_outside_the_users_items():
         assert not rated & set(r["candidates"][1:])
     train = [r for r in rows if r["split"] == "train"]
     assert len(train) == 1 and sum(1 for s in train[0]["seg"] if s) == 2  # u2's prefix has one item: no row
+
+
+def test_val_holdout_trains_on_the_other_users_validation_targets_never_on_a_test_target():
+    import numpy as np
+
+    users = [f"u{k}" for k in range(400)]
+    held = [u for u in users if holds_out_val(u, 0.25, seed=3)]
+    assert 60 < len(held) < 140 and held == [u for u in users if holds_out_val(u, 0.25, seed=3)]
+    assert all(holds_out_val(u, 1.0, seed=3) for u in users)
+    seq = [2, 3, 4, 5, 6, 7]
+    assert leave_one_out(seq, 8, hold_out_val=False) == {"train": ([2, 3, 4, 5], [3, 4, 5, 6]), "val": None,
+                                                         "test": ([2, 3, 4, 5, 6], 7)}
+
+    items = [f"i{k}" for k in range(200)]
+    index = {it: k + FIRST_ITEM for k, it in enumerate(items)}
+    seqs = {u: [f"i{5 * n + j}" for j in range(5)] for n, u in enumerate(users[:40])}  # no item shared
+    out = _Encode(index, len(items) + FIRST_ITEM, 50, 10, seed=3, val_holdout=0.25)(
+        {"user": np.array(list(seqs)), "items": np.array(list(seqs.values()), dtype=object)})
+    rows = [dict(zip(out, vals, strict=True)) for vals in zip(*out.values(), strict=True)]
+    assert sorted(r["user"] for r in rows if r["split"] == "val") == sorted(u for u in seqs if u in held)
+    assert len([r for r in rows if r["split"] == "test"]) == 40
+    trained = [(r["input_ids"][i], r["pos"][i]) for r in rows if r["split"] == "train"
+               for i in range(50) if r["seg"][i]]
+    n_pairs = sum(3 if u not in held else 2 for u in seqs)  # 5 items: 4 or 3 trained on, one pair fewer
+    assert len(trained) == n_pairs
+    for u, s in seqs.items():  # no user shares an item: a pair names its user
+        ids = [index[i] for i in s]
+        assert (ids[-2], ids[-1]) not in trained
+        assert ((ids[-3], ids[-2]) in trained) == (u not in held)
 
 
 @pytest.mark.parametrize("bad", [{"data": {"paths": ["x"], "format": "arrow"}},

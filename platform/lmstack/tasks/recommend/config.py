@@ -29,6 +29,11 @@ class RecommendConfig(Section):
     # target and a test target.
     min_interactions: int = Field(3, ge=3)
     max_len: int = Field(50, ge=2)  # most recent items the model sees
+    # The share of users whose validation target stays held out to pick the checkpoint (and stop early);
+    # the others' validation target joins their training sequence (their most recent interaction, the
+    # one nearest the test target in time). 1.0: every validation target held out (the SASRec protocol's
+    # split). Users are chosen by a hash of their id with eval.seed; test targets are never trained on.
+    val_holdout: float = Field(1.0, gt=0.0, le=1.0)
     arch: Literal["sasrec", "gru4rec", "popularity"] = "sasrec"
     # bce: each position's next item against `num_negatives` uniform negatives of its own (SASRec).
     # sampled_softmax: cross-entropy of the next item against `num_negatives` uniform negatives

@@ -1,11 +1,13 @@
 """Interactions -> per-user sequences (Ray Data) -> item vocabulary -> leave-one-out split -> Parquet.
 
 Each user's last item is the test target, the one before it the validation target, the rest the
-training history. Written under recipe.data_dir():
+training history; with recommend.val_holdout < 1 only that share of users keeps the validation target
+held out, the others train on it too. Written under recipe.data_dir():
   train/  input_ids, pos, seg, positions   users' training prefixes shifted by one, packed several
                                     to a row (left-padded; see pack())
-  val/    user, input_ids, target, candidates    history up to the validation target; candidates =
-  test/   user, input_ids, target, candidates    [target] + the SASRec protocol's sampled negatives
+  val/    user, input_ids, target, candidates    history up to the validation target (held-out users);
+  test/   user, input_ids, target, candidates    candidates = [target] + the SASRec protocol's
+                                    sampled negatives
   items.json                        the vocabulary (0 padding, 1 unknown), training counts, settings
   {val,test}_history.txt, {val,test}_targets.txt   the same splits as `user item` lines, for
                                     `lmstack evaluate --model DIR --data ..._history.txt --targets ...`
@@ -16,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+import zlib
 from typing import Any
 
 import numpy as np
@@ -37,15 +40,22 @@ def left_pad(ids: list[int], length: int) -> list[int]:
     return [PAD] * (length - len(ids)) + ids
 
 
-def leave_one_out(ids: list[int], max_len: int) -> dict[str, Any]:
+def leave_one_out(ids: list[int], max_len: int, hold_out_val: bool = True) -> dict[str, Any]:
     """One user's sequence (>= 3 items) -> the training (inputs, next items) pair (None when the prefix
-    has one item) and the validation and test (history, target) pairs."""
-    train = ids[:-2][-(max_len + 1):]
+    has one item) and the validation and test (history, target) pairs. Without hold_out_val the
+    validation target is trained on (the training pair runs up to it) and there is no validation pair."""
+    train = ids[:-2 if hold_out_val else -1][-(max_len + 1):]
     return {
         "train": (train[:-1], train[1:]) if len(train) >= 2 else None,
-        "val": (ids[:-2], ids[-2]),
+        "val": (ids[:-2], ids[-2]) if hold_out_val else None,
         "test": (ids[:-1], ids[-1]),
     }
+
+
+def holds_out_val(user: str, share: float, seed: int) -> bool:
+    """Whether this user's validation target is held out (recommend.val_holdout): a hash of the user id,
+    so every prepare worker decides alike whatever order users come in."""
+    return share >= 1.0 or zlib.crc32(f"{seed}:{user}".encode()) < share * 2**32
 
 
 def vocabulary(counts: dict[str, tuple[int, int]]) -> tuple[list[str], list[int]]:
@@ -106,9 +116,10 @@ class _Encode:
 
     COLUMNS = ("split", "user", "input_ids", "pos", "seg", "positions", "target", "candidates")
 
-    def __init__(self, index: dict[str, int], num_items: int, max_len: int, num_negatives: int, seed: int) -> None:
+    def __init__(self, index: dict[str, int], num_items: int, max_len: int, num_negatives: int, seed: int,
+                 val_holdout: float = 1.0) -> None:
         self.index, self.num_items, self.max_len = index, num_items, max_len
-        self.num_negatives, self.seed = num_negatives, seed
+        self.num_negatives, self.seed, self.val_holdout = num_negatives, seed, val_holdout
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, Any]:
         out: dict[str, list[Any]] = {k: [] for k in self.COLUMNS}
@@ -116,10 +127,12 @@ class _Encode:
         train = []
         for user, items in zip(batch["user"], batch["items"], strict=True):
             ids = [self.index[i] for i in items]
-            parts = leave_one_out(ids, self.max_len)
+            parts = leave_one_out(ids, self.max_len, holds_out_val(str(user), self.val_holdout, self.seed))
             if parts["train"] is not None:
                 train.append(parts["train"])
             for split in ("val", "test"):
+                if parts[split] is None:
+                    continue
                 history, target = parts[split]
                 # Negatives avoid what the user had seen up to and including the target: exactly what
                 # `lmstack evaluate` knows from the split's history and targets files, so it draws the same.
@@ -182,9 +195,10 @@ def prepare(recipe: Recipe, spec_hash: str, log: Any = print) -> dict[str, Any]:
     # still a negative in training); popularity counts only the training prefixes, so no target leaks.
     def item_rows(batch: dict[str, np.ndarray]) -> dict[str, Any]:
         items, train = [], []
-        for seq in batch["items"]:
+        for user, seq in zip(batch["user"], batch["items"], strict=True):
+            held = 2 if holds_out_val(str(user), cfg.val_holdout, cfg.eval.seed) else 1  # targets not trained on
             items.extend(seq)
-            train.extend([1] * (len(seq) - 2) + [0, 0])
+            train.extend([1] * (len(seq) - held) + [0] * held)
         return {"item": items, "total": [1] * len(items), "train": train}
 
     counts = kept.map_batches(item_rows, batch_format="numpy").groupby("item").sum(["total", "train"]).take_all()
@@ -195,9 +209,16 @@ def prepare(recipe: Recipe, spec_hash: str, log: Any = print) -> dict[str, Any]:
         raise DataSourceError(f"data.paths: {num_items - FIRST_ITEM} items; recommend.eval.num_negatives "
                               f"({cfg.eval.num_negatives}) needs more items than that")
 
-    n_train_users = kept.filter(lambda r: r["n"] >= 4).count()  # a training prefix of 2+ items
+    users = sorted(kept.take_all(), key=lambda r: r["user"])
+    held = {u["user"] for u in users if holds_out_val(u["user"], cfg.val_holdout, cfg.eval.seed)}
+    if not held:
+        raise DataSourceError(f"recommend.val_holdout: {cfg.val_holdout} of {n_users} users holds out no "
+                              f"validation target; raise it")
+    # A training pair needs 2+ items before the first held-out target.
+    n_train_users = sum(1 for u in users if u["n"] - (2 if u["user"] in held else 1) >= 2)
     encoded = kept.map_batches(
-        _Encode, fn_constructor_args=(index, num_items, cfg.max_len, cfg.eval.num_negatives, cfg.eval.seed),
+        _Encode, fn_constructor_args=(index, num_items, cfg.max_len, cfg.eval.num_negatives, cfg.eval.seed,
+                                      cfg.val_holdout),
         batch_size=1024, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=1),
     ).materialize()
     examples = {}
@@ -211,13 +232,13 @@ def prepare(recipe: Recipe, spec_hash: str, log: Any = print) -> dict[str, Any]:
         part.write_parquet(runtime.join(out, split))
 
     # Evaluation files in the `user item` layout for `lmstack evaluate --model ... --targets ...`.
-    users = sorted(kept.take_all(), key=lambda r: r["user"])
     files_out = {}
     for split, cut in (("val", 2), ("test", 1)):
         hist = runtime.join(out, f"{split}_history.txt")
         tgt = runtime.join(out, f"{split}_targets.txt")
-        _write_lines(hist, [(u["user"], i) for u in users for i in list(u["items"])[:-cut]])
-        _write_lines(tgt, [(u["user"], list(u["items"])[-cut]) for u in users])
+        listed = [u for u in users if split == "test" or u["user"] in held]
+        _write_lines(hist, [(u["user"], i) for u in listed for i in list(u["items"])[:-cut]])
+        _write_lines(tgt, [(u["user"], list(u["items"])[-cut]) for u in listed])
         files_out[split] = {"history": hist, "targets": tgt}
 
     if rejects:
@@ -243,6 +264,7 @@ def prepare(recipe: Recipe, spec_hash: str, log: Any = print) -> dict[str, Any]:
         "num_items": num_items,  # with padding (0) and unknown (1)
         "items": num_items - FIRST_ITEM,
         "max_len": cfg.max_len,
+        "val_holdout": cfg.val_holdout,  # validation targets of the other users are trained on
         "examples": examples,
         "vocab": vocab_path,
         "eval": cfg.eval.model_dump(),

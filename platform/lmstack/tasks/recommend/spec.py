@@ -90,7 +90,7 @@ class RecommendSpec(TaskSpec):
     def prepare_hash(self, recipe: Recipe) -> str:
         # The model kind and loss do not change the prepared data; columns, lengths and the protocol do.
         dumped = recipe.recommend.model_dump(include={"user_column", "item_column", "time_column",
-                                                      "min_interactions", "max_len", "eval"})
+                                                      "min_interactions", "max_len", "val_holdout", "eval"})
         return recipe.fingerprint("data") + ":" + _digest(dumped)
 
     def datasets(self, recipe: Recipe) -> dict[str, Any]:
