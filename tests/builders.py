@@ -74,7 +74,8 @@ def classify_recipe(tmp: Path, data_path: Path, **sections) -> object:
         "classify": {"max_length": 24},
         "tracking": False,
         "model": {"family": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 16},
-        "train": {"num_workers": 1, "batch_size": 8, "max_steps": 8, "lr": 3e-3, "min_lr": 3e-4,
+        # In process: these tests are about the task; Ray Train's worker group is tested in test_train.py.
+        "train": {"num_workers": 1, "in_process": True, "batch_size": 8, "max_steps": 8, "lr": 3e-3, "min_lr": 3e-4,
                   "warmup_steps": 1, "eval_every": 8, "eval_batches": 10, "log_every": 4, "keep_checkpoints": 1},
     }
     for key, value in sections.items():

@@ -60,7 +60,7 @@ def student_of(teacher_recipe, teacher_dir, run_dir, **distill_fields):
     recipe.data.output = teacher_recipe.data_dir()
     recipe.run_dir = str(run_dir)
     recipe.model.n_layer, recipe.model.n_embd = 1, 16
-    recipe.train.num_workers = 2
+    recipe.train.num_workers = 1 if recipe.train.in_process else 2  # the LM student distills with DDP
     recipe.train.max_steps, recipe.train.eval_every = 40, 20
     recipe.distill = DistillConfig(teacher=teacher_dir, temperature=T, **distill_fields)
     return recipe
@@ -152,7 +152,7 @@ def test_classifier_student_learns_teacher_distribution(tmp_path):
         "tokenizer": {"kind": "char"},
         "model": {"family": "gpt2", "n_layer": 2, "n_head": 2, "n_embd": 32},
         "classify": {"max_length": 24},
-        "train": {"batch_size": 8, "max_steps": 40, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
+        "train": {"in_process": True, "batch_size": 8, "max_steps": 40, "lr": 3e-3, "min_lr": 3e-4, "warmup_steps": 2,
                   "eval_every": 20, "eval_batches": 8, "log_every": 10},
     }, "test")
     task = get_spec("classify")

@@ -47,7 +47,7 @@ def recipe_for(tmp: Path, data: Path, arch: str = "sasrec", steps: int = 60):
         "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "dropout": 0.1},
         "recommend": {"arch": arch, "max_len": MAX_LEN, "num_negatives": 16,
                       "eval": {"num_negatives": NEGATIVES, "seed": 3}},
-        "train": {"num_workers": 1, "batch_size": 8, "max_steps": steps, "lr": 5e-3, "min_lr": 5e-4,
+        "train": {"num_workers": 1, "in_process": True, "batch_size": 8, "max_steps": steps, "lr": 5e-3, "min_lr": 5e-4,
                   "warmup_steps": 5, "weight_decay": 0.0, "eval_every": 30, "eval_batches": None, "log_every": 10,
                   "early_stopping": {"metric": "val_ndcg@10", "patience": 3}},
     }, "test")

@@ -62,7 +62,7 @@ def recipe_for(tmp: Path, wavs: Path, **extra):
         "speech": {"val_speakers": ["dee"], "test_speakers": ["cid"], "max_seconds": 2.0, "subsample": 2,
                    "features": {"sample_rate": RATE, "n_mels": 16}, "augment": {"speeds": [0.9]}},
         "model": {"n_layer": 1, "n_head": 2, "n_embd": 32, "dropout": 0.0},
-        "train": {"num_workers": 1, "batch_size": 8, "max_steps": 60, "lr": 5e-3, "min_lr": 5e-4,
+        "train": {"num_workers": 1, "in_process": True, "batch_size": 8, "max_steps": 60, "lr": 5e-3, "min_lr": 5e-4,
                   "warmup_steps": 5, "weight_decay": 0.0, "eval_every": 30, "eval_batches": None, "log_every": 10},
         **extra,
     }

@@ -83,3 +83,29 @@ def test_train_export_resume_and_generate(prepared, tmp_path):
     evaluated = evaluate(recipe, log=quiet)
     assert evaluated["val_loss"] == pytest.approx(again["val_loss"], rel=0.1)
     assert os.path.exists(tmp_path / "run" / "evaluate" / "metrics.json")
+
+
+def test_in_process_training_keeps_checkpoints_resumes_and_exports_like_ray_train(prepared, tmp_path):
+    """train.in_process: the same loop without Ray Train's worker group; the run dir looks the same to every
+    later verb (metrics.jsonl, an exported model, summary), checkpoints kept by the same rule."""
+    recipe = recipe_in(prepared, tmp_path / "run", max_steps=20, num_workers=1, in_process=True, eval_every=5)
+    summary = train(recipe, log=quiet)
+    assert summary["steps"] == 20 and summary["val_loss"] < 3.5
+    assert [r["step"] for r in metrics_rows(recipe.run_dir) if "val_loss" in r] == [5, 10, 15, 20]
+    model = AutoModelForCausalLM.from_pretrained(summary["model_dir"], local_files_only=True)
+    assert model.config.model_type == "gpt2"
+
+    recipe.train.max_steps = 30
+    again = train(recipe, log=quiet)
+    evals = {r["step"]: r["val_loss"] for r in metrics_rows(recipe.run_dir) if "val_loss" in r}
+    assert again["steps"] == 30 and list(evals) == [5, 10, 15, 20, 25, 30]  # resumed, not restarted
+    root = tmp_path / "run" / "in_process"
+    kept = {checkpoint_step(root / p) for p in os.listdir(root) if p.startswith("checkpoint_")}
+    best_k = set(sorted(evals, key=evals.get)[: recipe.train.keep_checkpoints])
+    assert kept == best_k | {30}
+    assert again["best_step"] == min(evals, key=evals.get)
+    assert not [p for p in os.listdir(root) if p.startswith(".staging")]
+
+    two = recipe_in(prepared, tmp_path / "two", num_workers=2, in_process=True)
+    with pytest.raises(Exception, match="num_workers=1"):
+        train(two, log=quiet)

@@ -65,7 +65,7 @@ def recipe_for(tmp: Path, data: Path, **train):
         "translate": {"directions": ["zh-en"], "zh_tokens": "char", "max_length": 16, "test_size": 40,
                       "val_size": 40, "decode": {"num_beams": 4, "max_new_tokens": 16}},
         "model": {"n_layer": 2, "n_head": 4, "n_embd": 128, "intermediate_size": 256, "dropout": 0.0},
-        "train": {"num_workers": 1, "batch_size": 32, "max_steps": 300, "lr": 3e-3, "min_lr": 1e-3,
+        "train": {"num_workers": 1, "in_process": True, "batch_size": 32, "max_steps": 300, "lr": 3e-3, "min_lr": 1e-3,
                   "warmup_steps": 30, "weight_decay": 0.0, "eval_every": 150, "eval_batches": 4,
                   "log_every": 75, "keep_checkpoints": 1, **train},
     }, "test")
@@ -305,7 +305,7 @@ def test_decoder_transfer_route_pretrains_on_lm_text_and_translates(ray_cluster,
         f"data: {{paths: ['{data_dir / 'lm_text'}'], format: parquet, split: hash, val_fraction: 0.05, block_size: 32}}\n"
         f"tokenizer: {{kind: pretrained, path: '{data_dir / 'tokenizer'}'}}\n"
         "model: {n_layer: 2, n_head: 4, n_embd: 64}\n"
-        "train: {num_workers: 1, batch_size: 16, max_steps: 60, lr: 3.0e-3, warmup_steps: 10, eval_every: 60, "
+        "train: {num_workers: 1, in_process: true, batch_size: 16, max_steps: 60, lr: 3.0e-3, warmup_steps: 10, eval_every: 60, "
         "eval_batches: 2, log_every: 30, keep_checkpoints: 1}\n", encoding="utf-8")
     lm = load_recipe(lm_recipe)
     get_spec("lm").prepare(lm, log=lambda *a: None)
