@@ -116,7 +116,8 @@ def fit_in_process(recipe: Recipe, info: dict[str, Any], run_dir: str) -> LocalR
     metric, mode = spec.select_metric
     torch.set_num_threads(cfg.threads_per_worker or max(1, int(cfg.cpus_per_worker)))
     device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
-    trainer = Trainer(recipe, spec, info, device=device, metrics_log=MetricsLog(run_dir, []))
+    # echo=None: the driver prints metrics.jsonl's rows (lmstack.train.progress.follow), once.
+    trainer = Trainer(recipe, spec, info, device=device, metrics_log=MetricsLog(run_dir, []), echo=None)
     keeper = CheckpointKeeper(os.path.join(run_dir, CHECKPOINTS), cfg.keep_checkpoints, metric, mode)
     if keeper.result.latest is not None:
         trainer.resume(keeper.result.latest.path)
