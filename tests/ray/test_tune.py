@@ -27,11 +27,11 @@ def prepared(tmp_path_factory, ray_cluster):
     return recipe
 
 
-def search_recipe(prepared, run_dir, **tune):
+def search_recipe(prepared, run_dir, in_process=False, **tune):
     raw = prepared.model_dump(mode="json")
     raw["run_dir"] = str(run_dir)
     raw["data"]["output"] = prepared.data_dir()
-    raw["train"].update(max_steps=20, eval_every=5, log_every=5, min_lr=1e-6, warmup_steps=0)
+    raw["train"].update(max_steps=20, eval_every=5, log_every=5, min_lr=1e-6, warmup_steps=0, in_process=in_process)
     raw["tune"] = {"metric": "val_loss", "mode": "min", "max_concurrent": 2, **tune}
     raw["tracking"] = {"enabled": True}  # a search is a parent MLflow run with a child per trial
     return validate_recipe(raw, "test")
@@ -117,8 +117,10 @@ def test_interrupted_search_resumes_and_reruns_nothing_finished(prepared, tmp_pa
     from lmstack.config import dump_recipe
     from lmstack.tune.tuner import tune_recipe
 
+    # In process: each trial's loop runs in the trial's own process (the TorchTrainer-in-a-trial path is the
+    # ASHA search's above); a resumed trial continues from its own kept checkpoint.
     recipe = search_recipe(prepared, tmp_path / "run", search="grid", scheduler="none", max_concurrent=1,
-                           space={"train.lr": {"grid": [1e-2, 3e-3]}})
+                           space={"train.lr": {"grid": [1e-2, 3e-3]}}, in_process=True)
     path = tmp_path / "search.yaml"
     path.write_text(dump_recipe(recipe))
     env = {**os.environ, "TUNE_GLOBAL_CHECKPOINT_S": "0", "RAY_ADDRESS": ray.get_runtime_context().gcs_address}
@@ -157,7 +159,7 @@ def test_cross_validation_scores_each_trial_by_the_mean_over_folds(tmp_path, ray
     base = tiny_recipe(tmp_path, make_corpus(tmp_path / "corpus", docs=80), num_workers=1)
     raw = base.model_dump(mode="json")
     raw["data"]["folds"] = 2
-    raw["train"].update(max_steps=6, eval_every=3, log_every=3, min_lr=1e-6, warmup_steps=0)
+    raw["train"].update(max_steps=6, eval_every=3, log_every=3, min_lr=1e-6, warmup_steps=0, in_process=True)
     # One trial: what is under test is how a trial scores its folds (the search around it is tested above).
     raw["tune"] = {"search": "grid", "cross_validation": True, "space": {"train.lr": {"grid": [1e-2]}}}
     recipe = validate_recipe(raw, "test")

@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -109,8 +111,17 @@ class CheckpointKeeper:
         os.replace(tmp, os.path.join(self.root, INDEX))
 
 
-def fit_in_process(recipe: Recipe, info: dict[str, Any], run_dir: str) -> LocalResult:
-    """Train `recipe` here; resume from the latest kept checkpoint when the run dir has one."""
+class Stopped(Exception):
+    """Raised from a report when the caller asked the run to stop (a Tune scheduler stopping a trial)."""
+
+
+def fit_in_process(recipe: Recipe, info: dict[str, Any], run_dir: str, *, name: str = CHECKPOINTS,
+                   init_checkpoint: str | None = None,
+                   on_report: Callable[[dict[str, Any], str | None], None] | None = None,
+                   stop: threading.Event | None = None) -> LocalResult:
+    """Train `recipe` here; resume from the latest checkpoint kept under `run_dir/name` when there is one,
+    else start from `init_checkpoint` when given (a PBT donor). `on_report(metrics, checkpoint or None)`
+    sees every evaluation (a Tune trial relays them); setting `stop` ends the run at the next one."""
     cfg = recipe.train
     spec = spec_for(recipe)
     metric, mode = spec.select_metric
@@ -118,9 +129,10 @@ def fit_in_process(recipe: Recipe, info: dict[str, Any], run_dir: str) -> LocalR
     device = torch.device("cuda" if cfg.use_gpu and torch.cuda.is_available() else "cpu")
     # echo=None: the driver prints metrics.jsonl's rows (lmstack.train.progress.follow), once.
     trainer = Trainer(recipe, spec, info, device=device, metrics_log=MetricsLog(run_dir, []), echo=None)
-    keeper = CheckpointKeeper(os.path.join(run_dir, CHECKPOINTS), cfg.keep_checkpoints, metric, mode)
-    if keeper.result.latest is not None:
-        trainer.resume(keeper.result.latest.path)
+    keeper = CheckpointKeeper(os.path.join(run_dir, name), cfg.keep_checkpoints, metric, mode)
+    resume_from = keeper.result.latest.path if keeper.result.latest is not None else init_checkpoint
+    if resume_from is not None:
+        trainer.resume(resume_from)
     splits = spec.datasets(recipe)
 
     def train_batches(epoch: int):
@@ -135,6 +147,13 @@ def fit_in_process(recipe: Recipe, info: dict[str, Any], run_dir: str) -> LocalR
         keeper.result.metrics = metrics
         if save:
             keeper.add(trainer, metrics)
+        if on_report is not None:
+            on_report(metrics, keeper.result.latest.path if save else None)
+        if stop is not None and stop.is_set():
+            raise Stopped
 
-    trainer.fit(train_batches, val_batches, report)
+    try:
+        trainer.fit(train_batches, val_batches, report)
+    except Stopped:
+        pass
     return keeper.result

@@ -3,7 +3,7 @@
 Folds follow lmstack.folds: fold i's data is the task's shared k-fold data set, or <data dir>/fold<i>
 prepared once per search with fold 0's tokenizer, so all folds (and the exported model) share one vocabulary.
 A fold that finished leaves fold_result.json in its run directory: a resumed search skips it and an
-interrupted fold resumes from its own Train checkpoints.
+interrupted fold resumes from its own checkpoints.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from lmstack import runtime
 from lmstack.config import Recipe
 from lmstack.folds import fold_recipe
 from lmstack.tasks import get_spec
+from lmstack.train.distill_task import spec_for
 from lmstack.train.prepared import ensure_prepared
-from lmstack.train.trainer import build_trainer
+from lmstack.train.trainer import fit
 
 FOLD_RESULT = "fold_result.json"
 
@@ -33,23 +34,20 @@ def run_folds(recipe: Recipe, infos: list[dict[str, Any]], run_dir: str, metric:
               ) -> dict[str, Any]:
     """Train every fold in turn; the mean and spread of the folds' best `metric`."""
     pick = min if mode == "min" else max
+    spec = spec_for(recipe)
     results = []
     for fold, info in enumerate(infos):
         fold_dir = runtime.join(run_dir, f"fold{fold}")
         done = runtime.join(fold_dir, FOLD_RESULT)
         if not runtime.exists(done):
-            sub = fold_recipe(recipe, fold, get_spec(recipe.task).folds_share_data).model_copy(
+            sub = fold_recipe(recipe, fold, spec.folds_share_data).model_copy(
                 update={"run_dir": fold_dir})
-            result = build_trainer(sub, info).fit()
-            if result.error:
-                raise result.error
-            scored = [(m[metric], m.get("step"), c.path) for c, m in result.best_checkpoints if metric in m]
-            if not scored:
+            best, best_metrics, last = fit(sub, info, spec, fold_dir)  # Ray Train, or in process
+            if metric not in best_metrics:
                 raise RuntimeError(f"fold {fold} of {run_dir} reported no {metric}")
-            value, step, path = pick(scored, key=lambda s: s[0])
-            last_step = (result.metrics or {}).get("step")
-            runtime.write_json(done, {"fold": fold, metric: value, "best_step": step, "last_step": last_step,
-                                      "checkpoint": path})
+            runtime.write_json(done, {"fold": fold, metric: best_metrics[metric], "best_step": best_metrics.get("step"),
+                                      "last_step": last.get("step"),
+                                      "checkpoint": best if isinstance(best, str) else best.path})
         results.append(runtime.read_json(done))
     values = [r[metric] for r in results]
     best = pick(results, key=lambda r: r[metric])

@@ -72,6 +72,7 @@ class LmstackTrial(tune.Trainable):
         self.outcome: dict[str, Any] = {}
         self.last: dict[str, Any] = {}
         self.pointer: dict[str, Any] | None = None
+        self.stop_event: threading.Event | None = None
 
     def load_checkpoint(self, checkpoint_dir: str) -> None:
         with open(os.path.join(checkpoint_dir, POINTER)) as f:
@@ -98,6 +99,9 @@ class LmstackTrial(tune.Trainable):
         if self.fold_infos:
             self._start_folds()
             return
+        if self.recipe.train.in_process:
+            self._start_in_process()
+            return
         trainer = build_trainer(self.recipe, self.info, run_name=self.run_name, callbacks=[Forward(self.queue)])
         if self.init is not None:
             # V2 has no resume_from_checkpoint; the loop starts from this when its run has none.
@@ -107,6 +111,22 @@ class LmstackTrial(tune.Trainable):
             self.outcome["error"] = trainer.fit().error
 
         self._run_in_thread(fit, "lmstack-trial-fit")
+
+    def _start_in_process(self) -> None:
+        """train.in_process: the loop runs in this trial's own process (no Train worker group per trial,
+        which is most of a small model's trial); reports reach step() through the same queue."""
+        from lmstack.train.local import fit_in_process
+
+        self.stop_event = threading.Event()
+
+        def relay(metrics: dict[str, Any], checkpoint: str | None) -> None:
+            self.queue.put({"metrics": dict(metrics), "checkpoint": checkpoint, "controller": None})
+
+        def fit() -> None:
+            fit_in_process(self.recipe, self.info, self.run_dir, name=self.run_name, init_checkpoint=self.init,
+                           on_report=relay, stop=self.stop_event)
+
+        self._run_in_thread(fit, "lmstack-trial-in-process")
 
     def _start_folds(self) -> None:
         """Cross-validation: the folds train one after another; the trial reports once, at the end."""
@@ -150,23 +170,32 @@ class LmstackTrial(tune.Trainable):
 
     def cleanup(self) -> None:
         """Stopped before the TorchTrainer finished (a scheduler's decision): abort it and wait."""
-        if self.thread is None or not self.thread.is_alive() or self.controller is None:
+        if self.thread is None or not self.thread.is_alive():
             return
+        if self.stop_event is not None:  # in process: the loop stops at its next report
+            self.stop_event.set()
+            self._drain_until(lambda: not self.thread.is_alive())
+            return
+        if self.controller is None:
+            return
+        ref = self.controller.abort.remote()
+        self._drain_until(lambda: bool(ray.wait([ref], timeout=0.5)[0]))
+        self.thread.join(timeout=10)
+
+    def _drain_until(self, done) -> None:
+        """Empty the queue until `done()`: the run may be blocked handing us a report."""
         from ray.util.queue import Empty
 
-        ref = self.controller.abort.remote()
         deadline = time.time() + ABORT_TIMEOUT_S
         while time.time() < deadline:
-            # The controller may be blocked handing us a report; take it so abort can run.
             try:
                 while True:
                     self.queue.get_nowait()
             except Empty:
                 pass
-            done, _ = ray.wait([ref], timeout=0.5)
-            if done:
+            if done():
                 break
-        self.thread.join(timeout=10)
+            time.sleep(0.1)
 
 
 def make_trainable(base_raw: dict[str, Any], info: dict[str, Any], root: str, keys: list[str],
