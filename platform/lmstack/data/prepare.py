@@ -154,13 +154,24 @@ def prepare(recipe: Recipe, log=print, prepare_hash: str | None = None) -> dict[
 
 
 def _by(ds, keys: list[str]) -> dict[tuple, tuple[int, int]]:
-    """{key values: (records, bytes)} computed by Ray Data; only the small table reaches the driver."""
-    from ray.data.aggregate import Count, Sum
+    """{key values: (records, bytes)}: each block is grouped where it lies (pyarrow) and only the small
+    partial tables reach the driver. A Ray Data groupby would start hash-shuffle actors for every count,
+    seconds of start-up per call for a table of a few rows."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    def partial(block: pa.Table) -> pa.Table:
+        if block.num_rows == 0:  # an empty block may not even carry the columns
+            return pa.table({**{k: pa.array([], pa.string()) for k in keys},
+                             "nbytes_count": pa.array([], pa.int64()), "nbytes_sum": pa.array([], pa.int64())})
+        return block.select([*keys, "nbytes"]).group_by(keys).aggregate(
+            [("nbytes", "count", pc.CountOptions(mode="all")), ("nbytes", "sum")])
 
     out: dict[tuple, tuple[int, int]] = {}
-    for row in ds.groupby(keys).aggregate(Count(), Sum("nbytes")).iter_rows():
-        out[tuple(row[k] for k in keys) if len(keys) > 1 else row[keys[0]]] = (
-            int(row["count()"]), int(row["sum(nbytes)"] or 0))
+    for row in ds.map_batches(partial, batch_format="pyarrow", batch_size=None).iter_rows():
+        key = tuple(row[k] for k in keys) if len(keys) > 1 else row[keys[0]]
+        n, b = out.get(key, (0, 0))
+        out[key] = (n + int(row["nbytes_count"]), b + int(row["nbytes_sum"] or 0))
     return out
 
 
