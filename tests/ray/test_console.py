@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import yaml
+
 from builders import make_corpus, tiny_recipe
 
 LMSTACK = [sys.executable, "-m", "lmstack"]

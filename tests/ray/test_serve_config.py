@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+
 from builders import free_port, make_tiny_lm
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,10 +6,10 @@ import os
 import numpy as np
 import pytest
 import torch
-from builders import ALPHABETS, classify_recipe, make_labelled
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
+from builders import ALPHABETS, classify_recipe, make_labelled
 from lmstack.config import ModelConfig
 from lmstack.data.tokenizer import char_tokenizer
 from lmstack.models.factory import causal_lm_config

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
-from builders import ALPHABETS, classify_recipe, make_labelled  # noqa: F401
 
+from builders import ALPHABETS, classify_recipe, make_labelled  # noqa: F401
 from lmstack.config import RecipeError, validate_recipe
 from lmstack.tasks import get_spec
 from lmstack.tasks.classify.metrics import confusion, flat_metrics, report

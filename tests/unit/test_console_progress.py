@@ -6,7 +6,6 @@ import json
 import time
 
 from builders import make_tiny_lm
-
 from lmstack.cli import main
 from lmstack.train.progress import follow, format_row
 

@@ -82,7 +82,6 @@ def test_a_prepare_that_dies_half_way_leaves_no_manifest_train_would_accept(tmp_
     """The manifest is the commit marker of prepared data: a re-prepare removes the old one first and
     writes the new one last, so a crash in between leaves none (train then prepares again)."""
     from builders import make_corpus, tiny_recipe
-
     from lmstack.artifacts import data_manifest_path, read_data_manifest
     from lmstack.tasks import get_spec
     from lmstack.train.prepared import prepare_fresh

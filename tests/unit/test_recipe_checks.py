@@ -5,8 +5,8 @@ import sys
 
 import pytest
 import torch
-from builders import make_corpus, tiny_recipe
 
+from builders import make_corpus, tiny_recipe
 from lmstack import runtime
 from lmstack.config import RecipeError
 from lmstack.models.loading import UnsafeModelError

@@ -9,8 +9,8 @@ import shutil
 import subprocess
 
 import pytest
-from builders import make_finished_run
 
+from builders import make_finished_run
 from lmstack.cli import main
 from lmstack.tracking.report import write_report
 

@@ -13,8 +13,8 @@ import time
 import urllib.request
 
 import pytest
-from builders import free_port, make_finished_run
 
+from builders import free_port, make_finished_run
 from lmstack.cli import main
 from lmstack.config import validate_recipe
 from lmstack.tracking.finish import finish_run
