@@ -288,11 +288,19 @@ def _json_text(chunk: bytes, field: str) -> tuple[str | None, str | None]:
     if not isinstance(value, str):
         why = "missing from" if not isinstance(record, dict) or field not in record else "not a string in"
         return None, f"field {field!r} {why} record"
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:  # "\ud800" parses, then fails in pyarrow: refuse it here
+    if not encodable(value):
         return None, f"field {field!r} holds an invalid unicode escape (lone surrogate)"
     return value, None
+
+
+def encodable(value: str) -> bool:
+    """False for text holding a lone surrogate (a JSON "\\ud800" escape): it parses, then fails in pyarrow or
+    a tokenizer, so every reader refuses it as a reject."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _read_jsonl(src: _Source, field: str) -> Iterator[dict[str, Any]]:

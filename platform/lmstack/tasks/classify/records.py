@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from lmstack import runtime
-from lmstack.data.read import ByteStream, list_files
+from lmstack.data.read import ByteStream, encodable, list_files
 from lmstack.tasks.classify.config import ClassifyConfig
 
 DIR_LABEL = "@dir"
@@ -116,18 +116,10 @@ def _text_of(row: dict[str, Any], fields: list[str]) -> str | None:
         if isinstance(value, list):
             value = "\n".join(str(v) for v in value if v is not None)
         value = str(value).strip()
-        if value and _encodable(value):
+        if value and encodable(value):
             return value
     return None
 
-
-def _encodable(value: str) -> bool:
-    """False for a JSON "\\ud800" escape: a lone surrogate parses, then fails in pyarrow or a tokenizer."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def _label_of(row: dict[str, Any], name: str, path: str) -> str | None:
@@ -137,7 +129,7 @@ def _label_of(row: dict[str, Any], name: str, path: str) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()) or isinstance(value, (list, dict)):
         return None
     value = str(value).strip()
-    return value if _encodable(value) else None
+    return value if encodable(value) else None
 
 
 def read_records(paths: list[str], cfg: ClassifyConfig, fmt: str = "auto", max_files: int | None = None) -> Records:
@@ -162,7 +154,7 @@ def read_records(paths: list[str], cfg: ClassifyConfig, fmt: str = "auto", max_f
                 out.reject(path, i, f"missing label field {cfg.label_field}", row)
                 continue
             rid = str(row["id"]) if row.get("id") not in (None, "") else ""
-            rid = rid if rid and _encodable(rid) else f"{os.path.basename(path)}#{i}"
+            rid = rid if rid and encodable(rid) else f"{os.path.basename(path)}#{i}"
             extra = {f: _label_of(row, f, path) for f in cfg.extra_label_fields}
             out.examples.append({"id": rid, "text": text, "label": label, "source": path, "record": i,
                                  **{f"label_{f}": v for f, v in extra.items()}})

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from lmstack.data.read import ByteStream, file_format
+from lmstack.data.read import ByteStream, encodable, file_format
 from lmstack.runtime import filesystem
 
 FORMATS = ("text", "jsonl", "csv", "parquet")
@@ -66,11 +66,7 @@ def _scalar_id(value: Any) -> str | None:
             return None
         value = int(value)
     text = str(value).strip()
-    try:
-        text.encode("utf-8")  # a JSON "\\ud800" id parses, then fails in pyarrow
-    except UnicodeEncodeError:
-        return None
-    return text or None
+    return text if text and encodable(text) else None
 
 
 def _record(values: dict[str, Any], cols: Columns, file: int, line: int, raw: str) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from typing import Any
 import pyarrow.fs as pafs
 
 from lmstack import runtime
-from lmstack.data.read import DataSourceError
+from lmstack.data.read import DataSourceError, encodable
 from lmstack.tasks.speech.audio import normalize_text
 from lmstack.tasks.speech.config import AUDIO_SUFFIXES, DIGIT_WORDS, PATTERN_FIELD
 
@@ -155,7 +155,7 @@ def _read_manifest(shown: str, fs: pafs.FileSystem, path: str, settings: SourceS
             rejects.append({"id": utt_id, "path": shown, "reason": "missing_field",
                             "detail": f"line {line_no}: no {', '.join(missing)}"})
             continue
-        if not all(_encodable(str(v)) for v in (audio, text)):
+        if not all(encodable(str(v)) for v in (audio, text)):
             rejects.append({"id": utt_id, "path": shown, "reason": "unreadable",
                             "detail": f"line {line_no}: an invalid unicode escape (lone surrogate)"})
             continue
@@ -165,13 +165,6 @@ def _read_manifest(shown: str, fs: pafs.FileSystem, path: str, settings: SourceS
         rows.append({"id": utt_id, "path": audio, "text": normalize_text(str(text), settings.lowercase),
                      "speaker": str(rec.get(settings.speaker_field) or "")})
 
-
-def _encodable(value: str) -> bool:
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 def read_bytes(path: str) -> bytes:
